@@ -1,0 +1,307 @@
+"""ECSE frames and weights, batched over atoms and structures.
+
+Pozdnyakov & Ceriotti, "Smooth, exact rotational symmetrization for deep learning on point
+clouds", NeurIPS 2023 (arXiv:2305.19302). For every atom i, each ordered pair of its edges
+(j, j') with both lengths below the adaptive inner cutoff :math:`R_{in,i}` and
+:math:`s = |\\hat r_{ij} \\times \\hat r_{ij'}|^2 > \\omega - \\Delta\\omega` defines a proper
+rotation (columns :math:`e_1, e_2, e_3`)
+
+.. math::
+    e_1 = \\hat r_{ij}, \\quad e_2 = \\frac{\\hat r_{ij} \\times \\hat r_{ij'}}
+    {|\\hat r_{ij} \\times \\hat r_{ij'}|}, \\quad e_3 = e_1 \\times e_2
+
+with weight
+
+.. math::
+    w = f(r_{ij}; R_{in,i}, \\Delta_R)\\, f(r_{ij'}; R_{in,i}, \\Delta_R)\\,
+        q(s; \\omega - \\Delta\\omega, \\Delta\\omega)\\, \\frac{s - (\\omega - \\Delta\\omega)}{\\Delta\\omega}.
+
+The inner cutoff is a weight-aware smooth minimum over the R_out candidate (u = 1) and the
+unordered pairs of the atom,
+
+.. math::
+    R_{in,i} = \\frac{\\sum_p v_p u_p e^{-\\beta v_p}}{\\sum_p u_p e^{-\\beta v_p}} + \\Delta_R,
+    \\quad v_p = \\mathrm{smax}_\\beta(r_{ij}, r_{ij'}) + W_0(e^{-1})/\\beta,
+    \\quad u_p = f(r_{ij}; R_{out}, \\Delta_R) f(r_{ij'}; R_{out}, \\Delta_R) q(s; \\omega, \\Delta\\omega).
+
+Frames are pooled (per structure or per atom) and pruned smoothly towards the largest
+weights; the auxiliary weight :math:`w_{aux} = f(M; 0.5, 0.5)` (M: smooth maximum of the
+pool's weights; 1 for a pool without frames) blends in an intrinsically invariant model.
+The integer pair lists come from :func:`torch_pet.ops.ecse_pairs.ecse_pairs`; everything
+else is differentiable torch code, vectorised over the whole batch.
+
+Shapes: N atoms, E edges, F frames, P pools.
+"""
+import math
+from typing import NamedTuple
+
+import torch
+
+from torch_pet.ecse.switches import collinearity_switch, radial_switch
+from torch_pet.ops.ecse_pairs import ecse_pairs
+
+__all__ = ["ECSEFrames", "ecse_frames", "inner_cutoff", "prune_weights"]
+
+# W_0(1/e), the principal branch of the Lambert W function at 1/e; T = W_0(1/e) / beta.
+LAMBERT_W0_INV_E = 0.2784645427610738
+
+
+class ECSEFrames(NamedTuple):
+    """Output of :func:`ecse_frames`; frames are sorted by pool, then centre, then edge pair.
+
+    Shapes:
+        frames [F, 3, 3] (columns e1, e2, e3), weights [F], centre [F] (atom of each frame),
+        pool [F], aux_weight [P], inner_cutoff [N], num_candidates [P] (frames with nonzero
+        weight before pruning; mirrors included with ``o3``), edge_pairs [F, 2] (edge ids
+        (j, j') that define each frame)
+    """
+
+    frames: torch.Tensor
+    weights: torch.Tensor
+    centre: torch.Tensor
+    pool: torch.Tensor
+    aux_weight: torch.Tensor
+    inner_cutoff: torch.Tensor
+    num_candidates: torch.Tensor
+    edge_pairs: torch.Tensor
+
+
+def ecse_frames(
+    edge_vectors: torch.Tensor,
+    centre: torch.Tensor,
+    num_atoms: int,
+    pool_index: torch.Tensor,
+    num_pools: int,
+    *,
+    outer_cutoff: float,
+    o3: bool = False,
+    beta: float = 5.0,
+    delta_r: float = 0.15,
+    omega: float = 0.2,
+    delta_omega: float = 0.15,
+    weight_eps: float = 1e-10,
+    beta_w: float = 1.0,
+    prune_steps: int = 4,
+) -> ECSEFrames:
+    """Weighted ECSE frames of every atom, pooled and pruned; differentiable in edge_vectors.
+
+    Args:
+        edge_vectors: r_ij of the neighbour list built at ``outer_cutoff`` (all shorter).
+        centre: centre atom i of each edge, sorted ascending (PyG ``edge_index[1]``).
+        num_atoms: N.
+        pool_index: pool of each atom: the batch vector (structure mode) or ``arange(N)``
+            (atom mode).
+        num_pools: P.
+        outer_cutoff: R_out.
+        o3: add for each frame its mirror F·diag(1, -1, 1) with the same weight.
+        beta, delta_r, omega, delta_omega: inner-cutoff and weight parameters (Å⁻¹, Å, -, -).
+        weight_eps, beta_w, prune_steps: pruning parameters.
+
+    Shapes:
+        edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`ECSEFrames`
+    """
+    _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff)
+    _check_parameters(beta, delta_r, omega, delta_omega, weight_eps, beta_w, prune_steps)
+    centre_ptr = _centre_pointer(centre, num_atoms)
+    length, unit = _lengths_and_directions(edge_vectors)
+
+    r_in = inner_cutoff(edge_vectors, length, unit, centre, centre_ptr,
+                        outer_cutoff=outer_cutoff, beta=beta, delta_r=delta_r, omega=omega,
+                        delta_omega=delta_omega)
+
+    # Ordered frame pairs inside R_in with s > omega - delta_omega (integer kernel).
+    s_onset = omega - delta_omega
+    pairs = ecse_pairs(edge_vectors, centre_ptr, r_in.detach(), s_onset, ordered=True)
+    a, b = pairs[:, 0], pairs[:, 1]
+    atom = centre[a]
+    cross = torch.cross(unit[a], unit[b], dim=-1)  # [F, 3]
+    sine2 = (cross * cross).sum(-1)
+    cutoff = r_in[atom]
+    weights = (radial_switch(length[a], cutoff, delta_r) * radial_switch(length[b], cutoff, delta_r)
+               * collinearity_switch(sine2, s_onset, delta_omega) * (sine2 - s_onset) / delta_omega)
+
+    # Frames with zero weight do not exist; order the rest by pool (stable: then by centre).
+    keep = weights > weight_eps
+    pairs, atom, weights, cross, sine2 = pairs[keep], atom[keep], weights[keep], cross[keep], sine2[keep]
+    pool = pool_index[atom]
+    if pool.numel() > 1 and bool((pool[1:] < pool[:-1]).any()):
+        order = torch.argsort(pool, stable=True)
+        pairs, atom, weights, cross, sine2, pool = (t[order] for t in (pairs, atom, weights, cross, sine2, pool))
+    num_candidates = torch.bincount(pool, minlength=num_pools)
+
+    kept, weights, aux_weight = prune_weights(weights, pool, num_pools, weight_eps=weight_eps,
+                                              beta_w=beta_w, steps=prune_steps)
+    pairs, atom, pool, cross, sine2 = pairs[kept], atom[kept], pool[kept], cross[kept], sine2[kept]
+    e1 = unit[pairs[:, 0]]
+    e2 = cross / sine2.sqrt().unsqueeze(-1)
+    e3 = torch.cross(e1, e2, dim=-1)
+    frames = torch.stack([e1, e2, e3], dim=-1)  # [F, 3, 3], columns
+
+    if o3:
+        mirror = frames * frames.new_tensor([1.0, -1.0, 1.0])  # F·diag(1, -1, 1)
+        frames = torch.stack([frames, mirror], dim=1).reshape(-1, 3, 3)
+        weights, atom, pool, pairs = (t.repeat_interleave(2, dim=0) for t in (weights, atom, pool, pairs))
+        num_candidates = 2 * num_candidates
+    return ECSEFrames(frames, weights, atom, pool, aux_weight, r_in, num_candidates, pairs)
+
+
+def inner_cutoff(
+    edge_vectors: torch.Tensor,
+    length: torch.Tensor,
+    unit: torch.Tensor,
+    centre: torch.Tensor,
+    centre_ptr: torch.Tensor,
+    *,
+    outer_cutoff: float,
+    beta: float,
+    delta_r: float,
+    omega: float,
+    delta_omega: float,
+) -> torch.Tensor:
+    """Adaptive inner cutoff R_in of every atom (weight-aware smooth minimum).
+
+    Shapes:
+        edge_vectors, unit [E, 3], length [E], centre [E], centre_ptr [N+1] -> R_in [N]
+    """
+    num_atoms = centre_ptr.numel() - 1
+    outer = edge_vectors.new_full((num_atoms,), outer_cutoff)
+    pairs = ecse_pairs(edge_vectors, centre_ptr, outer, omega, ordered=False)
+    a, b = pairs[:, 0], pairs[:, 1]
+    atom = centre[a]
+    ra, rb = length[a], length[b]
+    cross = torch.cross(unit[a], unit[b], dim=-1)
+    sine2 = (cross * cross).sum(-1)
+    u = (radial_switch(ra, outer_cutoff, delta_r) * radial_switch(rb, outer_cutoff, delta_r)
+         * collinearity_switch(sine2, omega, delta_omega))
+    # smax(ra, rb) = (ra e^{b ra} + rb e^{b rb}) / (e^{b ra} + e^{b rb}), in a stable form.
+    v = rb + (ra - rb) * torch.sigmoid(beta * (ra - rb)) + LAMBERT_W0_INV_E / beta
+    # Max-subtracted exponentials: shift_i = max_p (log u_p - beta v_p), the R_out candidate
+    # (u = 1, v = R_out) included. The shift cancels in the ratio, so it carries no gradient.
+    with torch.no_grad():
+        shift = outer.mul(-beta).scatter_reduce(0, atom, torch.log(u) - beta * v, "amax",
+                                                include_self=True)
+    p_weight = u * torch.exp(-beta * v - shift[atom])
+    out_weight = torch.exp(-beta * outer - shift)
+    numerator = (outer * out_weight).index_add(0, atom, v * p_weight)
+    denominator = out_weight.index_add(0, atom, p_weight)
+    return numerator / denominator + delta_r
+
+
+def prune_weights(
+    weights: torch.Tensor,
+    pool: torch.Tensor,
+    num_pools: int,
+    *,
+    weight_eps: float = 1e-10,
+    beta_w: float = 1.0,
+    steps: int = 4,
+):
+    """Smooth pruning of the frame weights of each pool, and the auxiliary weight.
+
+    M is the smooth maximum of a pool's weights; ``w_aux = f(M; 0.5, 0.5)`` (1 without
+    frames), ``p_on = f(M; 0.5, 0.25)``; then ``steps`` times: recompute M,
+    ``w <- w (q(w; 0.9 M, 0.1 M) (1 - p_on) + p_on)`` and drop ``w <= weight_eps``.
+    Input weights must all exceed ``weight_eps``.
+
+    Returns:
+        kept (indices of the surviving frames), their weights, aux_weight.
+
+    Shapes:
+        weights [F], pool [F] -> kept [F'], weights [F'], aux_weight [P]
+    """
+    kept = torch.arange(weights.numel(), device=weights.device)
+    smooth_max = _pool_smooth_max(weights, pool, num_pools, beta_w)
+    aux_weight = radial_switch(smooth_max, 0.5, 0.5)
+    pruning_off = radial_switch(smooth_max, 0.5, 0.25)
+    for _ in range(steps):
+        smooth_max = _pool_smooth_max(weights, pool, num_pools, beta_w)[pool]
+        factor = collinearity_switch(weights, 0.9 * smooth_max, 0.1 * smooth_max)
+        off = pruning_off[pool]
+        weights = weights * (factor * (1 - off) + off)
+        keep = weights > weight_eps
+        kept, weights, pool = kept[keep], weights[keep], pool[keep]
+    return kept, weights, aux_weight
+
+
+def _pool_smooth_max(weights: torch.Tensor, pool: torch.Tensor, num_pools: int,
+                     beta_w: float) -> torch.Tensor:
+    """M = sum w^2 e^{beta_w w} / sum w e^{beta_w w} per pool (max-subtracted); 0 if empty."""
+    with torch.no_grad():
+        top = weights.new_zeros(num_pools).scatter_reduce(0, pool, weights, "amax",
+                                                          include_self=False)
+    scaled = weights * torch.exp(beta_w * (weights - top[pool]))
+    numerator = weights.new_zeros(num_pools).index_add(0, pool, weights * scaled)
+    denominator = weights.new_zeros(num_pools).index_add(0, pool, scaled)
+    occupied = denominator > 0
+    return torch.where(occupied, numerator / torch.where(occupied, denominator, 1.0), 0.0)
+
+
+def _lengths_and_directions(edge_vectors: torch.Tensor):
+    """|r| and r̂ with safe gradients at r = 0 (length 0, direction 0 there)."""
+    length2 = (edge_vectors * edge_vectors).sum(-1)
+    nonzero = length2 > 0
+    length = torch.where(nonzero, torch.where(nonzero, length2, 1.0).sqrt(), 0.0)
+    unit = edge_vectors / torch.where(nonzero, length, 1.0).unsqueeze(-1)
+    return length, unit
+
+
+def _centre_pointer(centre: torch.Tensor, num_atoms: int) -> torch.Tensor:
+    counts = torch.bincount(centre, minlength=num_atoms)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff) -> None:
+    if not isinstance(edge_vectors, torch.Tensor) or edge_vectors.dim() != 2 or edge_vectors.shape[1] != 3:
+        raise ValueError("ecse_frames: edge_vectors must be a tensor of shape [E, 3], got "
+                         f"{getattr(edge_vectors, 'shape', type(edge_vectors).__name__)}")
+    if edge_vectors.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"ecse_frames: edge_vectors must be float32 or float64, got {edge_vectors.dtype}")
+    num_edges = edge_vectors.shape[0]
+    if not isinstance(centre, torch.Tensor) or centre.dtype != torch.long or centre.shape != (num_edges,):
+        raise ValueError(f"ecse_frames: centre must be an int64 tensor of shape [E] = [{num_edges}], "
+                         f"got {getattr(centre, 'shape', None)} {getattr(centre, 'dtype', None)}")
+    if not isinstance(pool_index, torch.Tensor) or pool_index.dtype != torch.long \
+            or pool_index.shape != (num_atoms,):
+        raise ValueError(f"ecse_frames: pool_index must be an int64 tensor of shape [N] = [{num_atoms}] "
+                         "(the batch vector in structure mode, arange(N) in atom mode), got "
+                         f"{getattr(pool_index, 'shape', None)} {getattr(pool_index, 'dtype', None)}")
+    if not (edge_vectors.device == centre.device == pool_index.device):
+        raise ValueError("ecse_frames: edge_vectors, centre and pool_index must be on one device")
+    if not bool(torch.isfinite(edge_vectors).all()):
+        raise ValueError("ecse_frames: edge_vectors contain NaN or Inf; check positions and cell")
+    if num_edges > 0:
+        if int(centre.min()) < 0 or int(centre.max()) >= num_atoms:
+            raise ValueError(f"ecse_frames: centre indices must lie in [0, num_atoms = {num_atoms})")
+        if bool((centre[1:] < centre[:-1]).any()):
+            raise ValueError("ecse_frames: centre must be sorted ascending (edges grouped by centre, "
+                             "as radius_graph returns them); sort the edges by centre first")
+    if num_atoms > 0 and (int(pool_index.min()) < 0 or int(pool_index.max()) >= num_pools):
+        raise ValueError(f"ecse_frames: pool_index values must lie in [0, num_pools = {num_pools})")
+    outer_cutoff = float(outer_cutoff)
+    if not (math.isfinite(outer_cutoff) and outer_cutoff > 0):
+        raise ValueError(f"ecse_frames: outer_cutoff must be positive and finite, got {outer_cutoff}")
+    if num_edges > 0:
+        longest = float(edge_vectors.detach().norm(dim=-1).max())
+        if longest >= outer_cutoff:
+            raise ValueError(f"ecse_frames: an edge has length {longest:.6g} >= outer_cutoff = "
+                             f"{outer_cutoff:.6g}; build the neighbour list with radius outer_cutoff "
+                             "(R_out) so that every edge is strictly shorter")
+
+
+def _check_parameters(beta, delta_r, omega, delta_omega, weight_eps, beta_w, prune_steps) -> None:
+    if not beta > 0:
+        raise ValueError(f"ecse_frames: beta must be positive, got {beta}")
+    if not delta_r > 0:
+        raise ValueError(f"ecse_frames: delta_r must be positive, got {delta_r}")
+    if not 0 < delta_omega <= omega:
+        raise ValueError("ecse_frames: need 0 < delta_omega <= omega so that the collinearity "
+                         f"window [omega - delta_omega, omega] lies in s >= 0, got omega={omega}, "
+                         f"delta_omega={delta_omega}")
+    if not omega + delta_omega < 1:
+        raise ValueError(f"ecse_frames: need omega + delta_omega < 1 (s <= 1), got {omega + delta_omega}")
+    if not weight_eps >= 0:
+        raise ValueError(f"ecse_frames: weight_eps must be >= 0, got {weight_eps}")
+    if not beta_w >= 0:
+        raise ValueError(f"ecse_frames: beta_w must be >= 0, got {beta_w}")
+    if not (isinstance(prune_steps, int) and prune_steps >= 0):
+        raise ValueError(f"ecse_frames: prune_steps must be a non-negative int, got {prune_steps}")
