@@ -8,8 +8,9 @@ The stitching function
 
 is C-infinity with every derivative zero at both window ends, so that frames and weights
 can appear and disappear smoothly. It is evaluated as ``sigmoid(4g / (1 - g^2))`` (the same
-function, accurate near 0 where ``1 + tanh`` would cancel), with a safe ``where`` so that
-gradients are exactly 0, never NaN, outside the window and at its ends.
+function, accurate near 0 where ``1 + tanh`` would cancel) on ``g`` clamped just inside
+(-1, 1), so that values are exactly 0 or 1 and gradients exactly 0, never NaN, outside the
+window and at its ends.
 
 Radial switch (1 below ``cutoff - width``, 0 above ``cutoff``) and collinearity switch
 (0 below ``onset``, 1 above ``onset + width``):
@@ -27,10 +28,11 @@ __all__ = ["stitching_function", "radial_switch", "collinearity_switch"]
 
 def stitching_function(g: torch.Tensor) -> torch.Tensor:
     """sigma(g): 0 for g <= -1, 1 for g >= 1, C-infinity in between (any shape)."""
-    inside = g.abs() < 1
-    g_in = torch.where(inside, g, torch.zeros_like(g))  # safe: no 1/0 anywhere in the graph
-    value = torch.sigmoid(4 * g_in / (1 - g_in * g_in))
-    return torch.where(inside, value, (g >= 1).to(g.dtype))
+    # Clamping to the largest float below 1 keeps 1 - g^2 > 0: outside the window the sigmoid
+    # saturates to exactly 0 or 1 and the clamp passes a zero gradient (never NaN).
+    limit = 1.0 - torch.finfo(g.dtype).eps
+    g = g.clamp(-limit, limit)
+    return torch.sigmoid(4 * g / ((1 - g) * (1 + g)))
 
 
 def radial_switch(r: torch.Tensor, cutoff, width) -> torch.Tensor:
