@@ -15,21 +15,20 @@ from torch_geometric.data import Batch
 def random_rotations(num: int, *, generator: Optional[torch.Generator] = None,
                      improper_probability: float = 0.0, dtype: torch.dtype = torch.float64,
                      device=None) -> torch.Tensor:
-    """``num`` Haar-random rotation matrices, each improper with ``improper_probability``.
-
-    QR decomposition of a Gaussian matrix with the signs of R's diagonal moved into Q gives
-    a Haar-random orthogonal matrix; multiplying by its determinant makes it proper.
+    """``num`` Haar-random rotations (``torch_pet.testing.random_rotation``), each made
+    improper (times -1) with probability ``improper_probability``.
 
     Shapes:
         returns [num, 3, 3]
     """
-    gaussian = torch.randn(num, 3, 3, generator=generator, dtype=torch.float64)
-    q, r = torch.linalg.qr(gaussian)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    q = q * torch.linalg.det(q).view(-1, 1, 1)  # proper: det = +1
+    from torch_pet.testing import random_rotation
+
     improper = torch.rand(num, generator=generator, dtype=torch.float64) < improper_probability
-    q = torch.where(improper.view(-1, 1, 1), -q, q)
-    return q.to(dtype=dtype, device=device)
+    rotations = [random_rotation(generator, dtype=torch.float64, improper=bool(flip))
+                 for flip in improper]
+    if not rotations:
+        return torch.zeros(0, 3, 3, dtype=dtype, device=device)
+    return torch.stack(rotations).to(dtype=dtype, device=device)
 
 
 def rotate_batch(batch: Batch, rotations: torch.Tensor, *,
