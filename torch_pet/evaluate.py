@@ -38,93 +38,122 @@ def _energy_and_forces(model, batch):
     return out["energy"].detach().reshape(batch.num_graphs), out["forces"].detach()
 
 
+def _outputs(model, batch, forces: bool):
+    """(per-structure outputs [B, C], forces [N, 3] or None)."""
+    if forces:
+        energy, force = _energy_and_forces(model, batch)
+        return energy.unsqueeze(-1), force
+    with torch.no_grad():
+        return model(batch).reshape(batch.num_graphs, -1), None
+
+
 def _model_dtype(model) -> torch.dtype:
     return next(p for p in model.parameters()).dtype
 
 
-def predict(model, dataset, *, batch_size: int = 64, device="cpu") -> Dict[str, object]:
-    """Energies [S] and forces [N, 3] of every structure, and the time they took."""
+def predict(model, dataset, *, forces: bool = True, batch_size: int = 64,
+            device="cpu") -> Dict[str, object]:
+    """Per-structure outputs [S, C] (energies: C = 1), forces [N, 3] and the time taken."""
     model.eval()
     dtype = _model_dtype(model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    warm = next(iter(loader))
-    _energy_and_forces(model, _cast(warm, dtype, device))
-    energies, forces = [], []
+    _outputs(model, _cast(next(iter(loader)), dtype, device), forces)  # warm-up
+    outputs, all_forces = [], []
     start = time.perf_counter()
     for batch in loader:
-        energy, force = _energy_and_forces(model, _cast(batch, dtype, device))
-        energies.append(energy.cpu())
-        forces.append(force.cpu())
+        output, force = _outputs(model, _cast(batch, dtype, device), forces)
+        outputs.append(output.cpu())
+        if forces:
+            all_forces.append(force.cpu())
     elapsed = time.perf_counter() - start
-    return {"energy": torch.cat(energies), "forces": torch.cat(forces),
+    return {"output": torch.cat(outputs), "forces": torch.cat(all_forces) if forces else None,
             "time_per_structure_s": elapsed / len(dataset)}
 
 
-def error_metrics(prediction: dict, dataset, *, energy_key: str = "energy",
-                  forces_key: str = "forces") -> Dict[str, float]:
-    """Energy MAE/RMSE per atom (eV/atom) and force MAE/RMSE (eV/A)."""
-    ref_energy, ref_forces, atoms = [], [], []
+def error_metrics(prediction: dict, dataset, *, energy_key: Optional[str] = "energy",
+                  forces_key: Optional[str] = "forces",
+                  target_key: Optional[str] = None) -> Dict[str, float]:
+    """Energy MAE/RMSE per atom (eV/atom), force MAE/RMSE (eV/A), or target MAE/RMSE."""
+    refs, atoms = {"output": [], "forces": []}, []
     for batch in DataLoader(dataset, batch_size=1024, shuffle=False):
-        ref_energy.append(batch[energy_key].double())
-        ref_forces.append(batch[forces_key].double())
+        key = target_key if target_key is not None else energy_key
+        refs["output"].append(batch[key].double().reshape(batch.num_graphs, -1))
+        if forces_key is not None:
+            refs["forces"].append(batch[forces_key].double())
         atoms.append(torch.bincount(batch.batch, minlength=batch.num_graphs).double())
-    energy_err = (prediction["energy"].double() - torch.cat(ref_energy)) / torch.cat(atoms)
-    forces_err = prediction["forces"].double() - torch.cat(ref_forces)
-    return {
-        "energy_mae_per_atom": float(energy_err.abs().mean()),
-        "energy_rmse_per_atom": float(energy_err.pow(2).mean().sqrt()),
-        "forces_mae": float(forces_err.abs().mean()),
-        "forces_rmse": float(forces_err.pow(2).mean().sqrt()),
-    }
+    error = prediction["output"].double() - torch.cat(refs["output"])
+    out = {}
+    if target_key is not None:
+        out["target_mae"] = float(error.abs().mean())
+        out["target_rmse"] = float(error.pow(2).mean().sqrt())
+    else:
+        per_atom = error[:, 0] / torch.cat(atoms)
+        out["energy_mae_per_atom"] = float(per_atom.abs().mean())
+        out["energy_rmse_per_atom"] = float(per_atom.pow(2).mean().sqrt())
+    if forces_key is not None:
+        forces_err = prediction["forces"].double() - torch.cat(refs["forces"])
+        out["forces_mae"] = float(forces_err.abs().mean())
+        out["forces_rmse"] = float(forces_err.pow(2).mean().sqrt())
+    return out
 
 
-def rotation_errors(model, dataset, *, num_rotations: int = 8, num_structures: int = 50,
-                    dtype: torch.dtype = torch.float64, seed: int = 0, batch_size: int = 64,
-                    device="cpu") -> Dict[str, float]:
-    """Mean and max rotation errors of energies (eV) and forces (eV/A) under proper rotations.
+def rotation_errors(model, dataset, *, forces: bool = True, num_rotations: int = 8,
+                    num_structures: int = 50, dtype: torch.dtype = torch.float64,
+                    seed: int = 0, batch_size: int = 64, device="cpu") -> Dict[str, float]:
+    """Mean and max rotation errors of the per-structure output (energies: eV) and of the
+    forces (eV/A) under random proper rotations, on a copy of ``model`` cast to ``dtype``.
 
-    A copy of ``model`` is cast to ``dtype`` (float64 by default).
+    The output is treated as invariant (energies, scalar targets).
     """
     model = copy.deepcopy(model).to(dtype).eval()
     subset = dataset[:num_structures] if hasattr(dataset, "index_select") \
         else list(dataset)[:num_structures]
     generator = torch.Generator().manual_seed(seed)
-    energy_errors, force_errors = [], []
+    output_errors, force_errors = [], []
     for batch in DataLoader(subset, batch_size=batch_size, shuffle=False):
         batch = _cast(batch, dtype, device)
-        energy, forces = _energy_and_forces(model, batch.clone())
+        output, force = _outputs(model, batch.clone(), forces)
+        atoms = torch.bincount(batch.batch, minlength=batch.num_graphs)
         for _ in range(num_rotations):
             rotations = random_rotations(batch.num_graphs, generator=generator, dtype=dtype,
                                          device=device)
             rotated = rotate_batch(batch, rotations, atom_vector_keys=("pos",),
                                    structure_tensor_keys=())
-            energy_rot, forces_rot = _energy_and_forces(model, rotated)
-            expected = torch.einsum("nij,nj->ni", rotations[batch.batch], forces)
-            energy_errors.append((energy_rot - energy).abs())
-            per_atom_sq = (forces_rot - expected).pow(2).sum(-1)
-            sq = torch.zeros(batch.num_graphs, dtype=dtype, device=device).index_add(
-                0, batch.batch, per_atom_sq)
-            atoms = torch.bincount(batch.batch, minlength=batch.num_graphs)
-            force_errors.append((sq / (3 * atoms)).sqrt())
-    energy_errors, force_errors = torch.cat(energy_errors), torch.cat(force_errors)
-    return {
-        "rotation_energy_mean": float(energy_errors.mean()),
-        "rotation_energy_max": float(energy_errors.max()),
-        "rotation_forces_mean": float(force_errors.mean()),
-        "rotation_forces_max": float(force_errors.max()),
-    }
+            output_rot, force_rot = _outputs(model, rotated, forces)
+            output_errors.append((output_rot - output).abs().amax(-1))
+            if forces:
+                expected = torch.einsum("nij,nj->ni", rotations[batch.batch], force)
+                sq = torch.zeros(batch.num_graphs, dtype=dtype, device=device).index_add(
+                    0, batch.batch, (force_rot - expected).pow(2).sum(-1))
+                force_errors.append((sq / (3 * atoms)).sqrt())
+    output_errors = torch.cat(output_errors)
+    out = {"rotation_energy_mean": float(output_errors.mean()),
+           "rotation_energy_max": float(output_errors.max())}
+    if forces:
+        force_errors = torch.cat(force_errors)
+        out["rotation_forces_mean"] = float(force_errors.mean())
+        out["rotation_forces_max"] = float(force_errors.max())
+    return out
 
 
-def evaluate_model(model, dataset, *, name: str = "model", batch_size: int = 64,
-                   num_rotations: int = 8, num_rotation_structures: int = 50, seed: int = 0,
+def evaluate_model(model, dataset, *, name: str = "model", energy_key: Optional[str] = "energy",
+                   forces_key: Optional[str] = "forces", target_key: Optional[str] = None,
+                   batch_size: int = 64, num_rotations: int = 8,
+                   num_rotation_structures: int = 50, seed: int = 0,
                    device="cpu") -> Dict[str, object]:
-    """Errors, rotation errors and timing of ``model`` on ``dataset``; one dict."""
-    prediction = predict(model, dataset, batch_size=batch_size, device=device)
+    """Errors, rotation errors and timing of ``model`` on ``dataset``; one dict.
+
+    With ``forces_key`` the forces are -dE/dx of the model's energy; with ``target_key``
+    the model's output is compared with that per-structure target instead of energies.
+    """
+    forces = forces_key is not None
+    prediction = predict(model, dataset, forces=forces, batch_size=batch_size, device=device)
     out = {"name": name, "num_structures": len(dataset),
            "time_per_structure_s": prediction["time_per_structure_s"],
            "threads": torch.get_num_threads()}
-    out.update(error_metrics(prediction, dataset))
-    out.update(rotation_errors(model, dataset, num_rotations=num_rotations,
+    out.update(error_metrics(prediction, dataset, energy_key=energy_key, forces_key=forces_key,
+                             target_key=target_key))
+    out.update(rotation_errors(model, dataset, forces=forces, num_rotations=num_rotations,
                                num_structures=num_rotation_structures, seed=seed,
                                batch_size=batch_size, device=device))
     out["prediction"] = prediction
@@ -135,27 +164,41 @@ def results_table(results: List[dict], reference: Optional[str] = None) -> str:
     """A Markdown table like the paper's: errors, rotation errors, time per structure.
 
     With ``reference`` (a result name, e.g. y0), a last line gives every other model's
-    relative change of force MAE with respect to it.
+    relative change of force MAE (or target MAE) with respect to it.
     """
-    header = ("| model | E MAE (meV/atom) | E RMSE (meV/atom) | F MAE (meV/A) | F RMSE (meV/A) "
-              "| rot. err. E mean / max (eV) | rot. err. F mean / max (eV/A) "
-              "| time / structure (ms) |")
+    def fmt(r, key, scale, spec):
+        return format(scale * r[key], spec) if key in r else "-"
+
+    def pair(r, key):
+        if f"{key}_mean" not in r:
+            return "-"
+        return f"{r[key + '_mean']:.1e} / {r[key + '_max']:.1e}"
+
+    target = "target_mae" in results[0]
+    header = ("| model | MAE | RMSE " if target else
+              "| model | E MAE (meV/atom) | E RMSE (meV/atom) ")
+    header += ("| F MAE (meV/A) | F RMSE (meV/A) | rot. err. E mean / max (eV) "
+               "| rot. err. F mean / max (eV/A) | time / structure (ms) |")
     lines = [header, "|" + "---|" * 8]
     for r in results:
+        first = (f"{fmt(r, 'target_mae', 1, '.4g')} | {fmt(r, 'target_rmse', 1, '.4g')}"
+                 if target else f"{fmt(r, 'energy_mae_per_atom', 1e3, '.2f')} "
+                 f"| {fmt(r, 'energy_rmse_per_atom', 1e3, '.2f')}")
         lines.append(
-            f"| {r['name']} | {1e3 * r['energy_mae_per_atom']:.2f} "
-            f"| {1e3 * r['energy_rmse_per_atom']:.2f} | {1e3 * r['forces_mae']:.1f} "
-            f"| {1e3 * r['forces_rmse']:.1f} "
-            f"| {r['rotation_energy_mean']:.1e} / {r['rotation_energy_max']:.1e} "
-            f"| {r['rotation_forces_mean']:.1e} / {r['rotation_forces_max']:.1e} "
-            f"| {1e3 * r['time_per_structure_s']:.2f} |")
+            f"| {r['name']} | {first} | {fmt(r, 'forces_mae', 1e3, '.1f')} "
+            f"| {fmt(r, 'forces_rmse', 1e3, '.1f')} | {pair(r, 'rotation_energy')} "
+            f"| {pair(r, 'rotation_forces')} | {fmt(r, 'time_per_structure_s', 1e3, '.2f')} |")
     if reference is not None:
+        key, label, scale, unit = (
+            ("target_mae", "MAE", 1.0, "") if target else
+            ("forces_mae", "force MAE", 1e3, " meV/A") if "forces_mae" in results[0] else
+            ("energy_mae_per_atom", "energy MAE", 1e3, " meV/atom"))
         base = next(r for r in results if r["name"] == reference)
         for r in results:
             if r is not base:
-                change = 100 * (r["forces_mae"] / base["forces_mae"] - 1)
-                lines.append(f"\nforce MAE of {r['name']} vs {reference}: {change:+.2f} % "
-                             f"({1e3 * (r['forces_mae'] - base['forces_mae']):+.2f} meV/A)")
+                change = 100 * (r[key] / base[key] - 1)
+                lines.append(f"\n{label} of {r['name']} vs {reference}: {change:+.2f} % "
+                             f"({scale * (r[key] - base[key]):+.3g}{unit})")
     return "\n".join(lines)
 
 
