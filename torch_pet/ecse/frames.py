@@ -82,6 +82,7 @@ def ecse_frames(
     weight_eps: float = 1e-10,
     beta_w: float = 1.0,
     prune_steps: int = 4,
+    smooth_outer_cutoff: bool = False,
 ) -> ECSEFrames:
     """Weighted ECSE frames of every atom, pooled and pruned; differentiable in edge_vectors.
 
@@ -96,6 +97,12 @@ def ecse_frames(
         o3: add for each frame its mirror F·diag(1, -1, 1) with the same weight.
         beta, delta_r, omega, delta_omega: inner-cutoff and weight parameters (Å⁻¹, Å, -, -).
         weight_eps, beta_w, prune_steps: pruning parameters.
+        smooth_outer_cutoff: also multiply each frame weight by f(r; R_out, delta_r) of both
+            edges. Not part of the reference method, whose weights only switch off at R_in:
+            where R_in > R_out - delta_r (an atom without a well-conditioned pair well inside
+            R_out, where R_in -> R_out + delta_r) a frame then vanishes abruptly when one of
+            its neighbours crosses R_out. With this option frames fade out smoothly there; it
+            changes nothing where R_in <= R_out - delta_r.
 
     Shapes:
         edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`ECSEFrames`
@@ -119,6 +126,9 @@ def ecse_frames(
     cutoff = r_in[atom]
     weights = (radial_switch(length[a], cutoff, delta_r) * radial_switch(length[b], cutoff, delta_r)
                * collinearity_switch(sine2, s_onset, delta_omega) * (sine2 - s_onset) / delta_omega)
+    if smooth_outer_cutoff:
+        outer = radial_switch(length, outer_cutoff, delta_r)
+        weights = weights * outer[a] * outer[b]
 
     # Frames with zero weight do not exist; order the rest by pool (stable: then by centre).
     keep = weights > weight_eps
