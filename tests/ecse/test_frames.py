@@ -296,6 +296,20 @@ def test_batch_equals_structures_alone():
         torch.testing.assert_close(together.aux_weight[s:s + 1], alone.aux_weight, atol=1e-14, rtol=0)
 
 
+def test_reference_pair_path_gives_identical_frames(monkeypatch):
+    """The fallback without the compiled extension (dense reference pairs) changes nothing."""
+    import torch_pet.ecse.frames as frames_module
+    from torch_pet.ops.reference import ecse_pairs_reference
+
+    pos, batch = random_clusters(10)
+    kernel, _ = frames_of(pos, batch, mode="atom")
+    monkeypatch.setattr(frames_module, "ecse_pairs", lambda v, ptr, radius, s_min, ordered:
+                        ecse_pairs_reference(v.detach(), ptr, radius.detach(), s_min, ordered))
+    reference, _ = frames_of(pos, batch, mode="atom")
+    for name in ECSEFrames._fields:
+        assert torch.equal(getattr(kernel, name), getattr(reference, name)), name
+
+
 def test_unsorted_pools_give_frames_sorted_by_pool():
     pos, batch = random_ch4(4)
     vectors, centre, _ = dense_graph(pos, batch, R_OUT)
