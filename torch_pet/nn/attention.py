@@ -1,0 +1,144 @@
+"""Multi-head self-attention with per-key cutoff multipliers (PET's smooth attention).
+
+Each key token n of a sequence carries a multiplier :math:`w_n \\in [0, 1]` (PET: 1 for the
+central token, :math:`f_c(r_{ij})` for neighbour j, 0 for padding). The softmax weights
+are multiplied by the multipliers and renormalised per row, which equals adding
+:math:`\\log w_n` to the scores:
+
+.. math::
+    \\alpha_{mn} = \\frac{w_n \\exp(q_m \\cdot k_n / \\sqrt{d_h})}
+                        {\\sum_l w_l \\exp(q_m \\cdot k_l / \\sqrt{d_h})}
+                 = \\mathrm{softmax}_n\\big(q_m \\cdot k_n / \\sqrt{d_h} + \\log w_n\\big).
+
+Two implementations, equal to round-off:
+
+* ``"fused"``: :func:`torch.nn.functional.scaled_dot_product_attention` with the additive
+  bias :math:`\\log w` (``-inf`` for w = 0, the log clamped at the dtype's smallest normal
+  number so no ``-inf * 0`` NaN reaches a gradient). PyTorch's fused kernels have no double
+  backward, and when the multipliers require grad (forces) PyTorch runs its unfused math
+  backend anyway; the fused path pays off for energies without gradients.
+* ``"explicit"``: scores, masked softmax, multiply by w, renormalise, all differentiable any
+  number of times (training on forces needs the double backward).
+
+``attention="auto"`` resolves per call with :func:`resolve_attention`: **explicit when
+gradients are being recorded** (``torch.is_grad_enabled()``) **and a double backward may
+follow** — the module is in training mode, or the call runs inside
+:func:`double_backward` (``energy_and_forces(..., create_graph=True)`` enters it) —
+**fused otherwise** (inference, evaluation, forces without ``create_graph``).
+"""
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+ATTENTION_MODES = ("auto", "fused", "explicit")
+
+_double_backward_depth = 0
+
+
+@contextlib.contextmanager
+def double_backward():
+    """Within this context ``attention="auto"`` picks the explicit path (double backward)."""
+    global _double_backward_depth
+    _double_backward_depth += 1
+    try:
+        yield
+    finally:
+        _double_backward_depth -= 1
+
+
+def double_backward_requested() -> bool:
+    """Whether the code runs inside :func:`double_backward`."""
+    return _double_backward_depth > 0
+
+
+def resolve_attention(attention: str, training: bool) -> str:
+    """``"fused"`` or ``"explicit"`` for the mode ``attention`` (see the module docstring)."""
+    if attention != "auto":
+        return attention
+    if torch.is_grad_enabled() and (training or double_backward_requested()):
+        return "explicit"
+    return "fused"
+
+
+def attention_bias(key_weight: torch.Tensor) -> torch.Tensor:
+    """The additive score bias log w of the fused path (``-inf`` where w = 0).
+
+    Shapes:
+        key_weight [B, L] -> [B, 1, 1, L]
+    """
+    tiny = torch.finfo(key_weight.dtype).tiny
+    bias = torch.log(key_weight.clamp_min(tiny)).masked_fill(key_weight <= 0, float("-inf"))
+    return bias[:, None, None, :]
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       key_weight: torch.Tensor) -> torch.Tensor:
+    """Softmax attention with the keys re-weighted by ``key_weight`` (double-differentiable).
+
+    Every row needs a key with nonzero weight (PET: the central token, weight 1).
+
+    Shapes:
+        q, k, v [B, H, L, D], key_weight [B, L] -> [B, H, L, D]
+    """
+    scores = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, L, L]
+    weight = key_weight[:, None, None, :]  # [B, 1, 1, L]
+    scores = scores.masked_fill(weight <= 0, float("-inf"))
+    probs = torch.softmax(scores, dim=-1) * weight
+    probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs @ v
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    bias: torch.Tensor) -> torch.Tensor:
+    """``scaled_dot_product_attention`` with the additive bias of :func:`attention_bias`.
+
+    Shapes:
+        q, k, v [B, H, L, D], bias [B, 1, 1, L] -> [B, H, L, D]
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+
+
+class CutoffMultiheadAttention(torch.nn.Module):
+    """Multi-head self-attention whose keys are re-weighted by cutoff multipliers.
+
+    Args:
+        channels: C, the token width (divisible by ``num_heads``).
+        num_heads: H.
+
+    Shapes:
+        x [B, L, C], key_weight [B, L] (explicit) or bias [B, 1, 1, L] (fused) -> [B, L, C]
+    """
+
+    def __init__(self, channels: int, num_heads: int):
+        super().__init__()
+        if channels % num_heads != 0:
+            raise ValueError(f"hidden_channels={channels} must be divisible by "
+                             f"num_heads={num_heads}")
+        self.channels = channels
+        self.num_heads = num_heads
+        self.qkv = torch.nn.Linear(channels, 3 * channels)
+        self.out = torch.nn.Linear(channels, channels)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        self.qkv.reset_parameters()
+        self.out.reset_parameters()
+
+    def forward(self, x: torch.Tensor, key_weight: torch.Tensor, bias: torch.Tensor = None,
+                mode: str = "explicit") -> torch.Tensor:
+        b, length, c = x.shape
+        h = self.num_heads
+        # [B, L, 3C] -> 3 x [B, H, L, C/H]
+        q, k, v = self.qkv(x).reshape(b, length, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        if mode == "fused":
+            out = fused_attention(q, k, v, attention_bias(key_weight) if bias is None else bias)
+        elif mode == "explicit":
+            out = explicit_attention(q, k, v, key_weight)
+        else:
+            raise ValueError(f"attention mode must be 'fused' or 'explicit', got {mode!r}")
+        return self.out(out.transpose(1, 2).reshape(b, length, c))  # [B, L, C]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.channels}, num_heads={self.num_heads})"

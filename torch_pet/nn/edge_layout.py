@@ -1,0 +1,136 @@
+"""Edge tokens in two layouts: flat per edge [E, C] and padded per centre [N, K, C].
+
+PET keeps one token per directed edge. Message passing and the readout work on the flat
+layout (row e = edge ``edge_index[:, e]``, PyG order); the transformer of a centre i needs
+the tokens of all its neighbours as one sequence, so they are scattered into a padded
+tensor whose row i holds centre i's edges in slots 0..deg(i)-1 and padding after.
+
+Edges must be sorted by centre (``edge_index[1]``), as ``radius_graph`` returns them; edge
+e then sits in slot ``slot[e] = e - ptr[centre[e]]`` of row ``centre[e]``, and its flat
+position in the padded tensor is ``index[e] = centre[e] * K + slot[e]``. All index
+computations happen once, in :func:`build_edge_layout`; the conversions are one
+``index_copy`` / ``index_select`` each (differentiable any number of times).
+
+Round-trip invariants (tested in ``tests/nn/test_edge_layout.py``):
+
+1. ``to_flat(to_padded(x)) == x`` for every x [E, *] (no edge lost, none duplicated).
+2. ``to_padded(to_flat(y)) == y * mask`` for every y [N, K, *]: padding slots are zero.
+3. ``mask.sum() == E``, ``mask[i].sum() == deg(i)``, and each row's True slots come first.
+4. ``K == max deg(i)`` (0 when there are no edges, then the padded tensor is [N, 0, *]).
+5. ``from_sequence(to_sequence(c, x)) == (c, x)``: the transformer sequences
+   [c_i; t_ij...] of shape [N, K+1, *] hold the central token in slot 0 and the edges in
+   slots 1..deg(i), at ``sequence_index[e] = centre[e] * (K+1) + slot[e] + 1``.
+6. ``reverse[reverse] == arange(E)``: the reverse-edge map (edge (i->j, S) to its partner
+   (j->i, -S), from ``torch_pet.ops.reverse_edge_index``) is an involution, so the message
+   update ``m <- (m + x[reverse]) / 2`` of PET sends edge e's output to its partner.
+
+Shapes:
+    edge_index [2, E], flat tokens [E, C], padded tokens [N, K, C], mask [N, K]
+"""
+from typing import NamedTuple, Optional
+
+import torch
+
+
+class EdgeLayout(NamedTuple):
+    """Index tensors mapping flat edge rows to padded per-centre slots.
+
+    Shapes:
+        centre [E], slot [E], index [E] (= centre * K + slot), sequence_index [E]
+        (= centre * (K+1) + slot + 1), ptr [N+1], mask [N, K], reverse [E] or None
+    """
+
+    centre: torch.Tensor
+    slot: torch.Tensor
+    index: torch.Tensor
+    sequence_index: torch.Tensor
+    ptr: torch.Tensor
+    mask: torch.Tensor
+    num_nodes: int
+    max_neighbours: int
+    reverse: Optional[torch.Tensor] = None
+
+
+def build_edge_layout(centre: torch.Tensor, num_nodes: int,
+                      reverse: Optional[torch.Tensor] = None) -> EdgeLayout:
+    """The padded layout of edges sorted by centre.
+
+    Args:
+        centre: centre atom i of each edge (``edge_index[1]``), non-decreasing.
+        num_nodes: N, the number of atoms (atoms without edges get empty rows).
+        reverse: optional reverse-edge index, stored in the layout as given.
+
+    Shapes:
+        centre [E], reverse [E] -> :class:`EdgeLayout`
+    """
+    if centre.dim() != 1:
+        raise ValueError(f"centre must be a 1-D index tensor [E], got shape {tuple(centre.shape)}")
+    device = centre.device
+    num_edges = centre.numel()
+    if num_edges > 0:
+        if bool((centre[1:] < centre[:-1]).any()):
+            raise ValueError("edges must be sorted by centre (edge_index[1]), as radius_graph "
+                             "returns them; sort them first (a stable argsort of edge_index[1])")
+        if int(centre.min()) < 0 or int(centre.max()) >= num_nodes:
+            raise ValueError(f"edge centres must lie in [0, {num_nodes}) for {num_nodes} atoms")
+    counts = torch.bincount(centre, minlength=num_nodes)  # [N]
+    ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=device)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    max_neighbours = int(counts.max()) if num_edges > 0 else 0
+    slot = torch.arange(num_edges, device=device) - ptr[centre]
+    index = centre * max_neighbours + slot
+    sequence_index = index + centre + 1
+    mask = torch.arange(max_neighbours, device=device) < counts[:, None]  # [N, K]
+    return EdgeLayout(centre, slot, index, sequence_index, ptr, mask, num_nodes,
+                      max_neighbours, reverse)
+
+
+def to_padded(x: torch.Tensor, layout: EdgeLayout) -> torch.Tensor:
+    """Scatter flat edge rows into the padded per-centre layout (zeros in padding).
+
+    Shapes:
+        x [E, *] -> [N, K, *]
+    """
+    n, k = layout.num_nodes, layout.max_neighbours
+    out = x.new_zeros((n * k,) + tuple(x.shape[1:]))
+    return out.index_copy(0, layout.index, x).reshape((n, k) + tuple(x.shape[1:]))
+
+
+def to_flat(x: torch.Tensor, layout: EdgeLayout) -> torch.Tensor:
+    """Gather the padded per-centre layout back into flat edge rows (drops padding).
+
+    Shapes:
+        x [N, K, *] -> [E, *]
+    """
+    n, k = layout.num_nodes, layout.max_neighbours
+    if tuple(x.shape[:2]) != (n, k):
+        raise ValueError(f"expected a padded tensor of shape [{n}, {k}, ...], got {tuple(x.shape)}")
+    return x.reshape((n * k,) + tuple(x.shape[2:])).index_select(0, layout.index)
+
+
+def to_sequence(central: torch.Tensor, x: torch.Tensor, layout: EdgeLayout) -> torch.Tensor:
+    """Per-centre sequences [c_i; t_ij1; ...; t_ijK] (zeros in padding), one scatter.
+
+    Shapes:
+        central [N, *], x [E, *] -> [N, K+1, *]
+    """
+    n, k = layout.num_nodes, layout.max_neighbours
+    tail = tuple(x.shape[1:])
+    out = torch.cat([central[:, None], x.new_zeros((n, k) + tail)], dim=1)  # [N, K+1, *]
+    return out.reshape((n * (k + 1),) + tail).index_copy(0, layout.sequence_index, x) \
+        .reshape((n, k + 1) + tail)
+
+
+def from_sequence(sequence: torch.Tensor, layout: EdgeLayout):
+    """Split per-centre sequences into central tokens and flat edge tokens.
+
+    Shapes:
+        sequence [N, K+1, *] -> central [N, *], x [E, *]
+    """
+    n, k = layout.num_nodes, layout.max_neighbours
+    if tuple(sequence.shape[:2]) != (n, k + 1):
+        raise ValueError(f"expected sequences of shape [{n}, {k + 1}, ...], "
+                         f"got {tuple(sequence.shape)}")
+    tail = tuple(sequence.shape[2:])
+    flat = sequence.reshape((n * (k + 1),) + tail).index_select(0, layout.sequence_index)
+    return sequence[:, 0], flat
