@@ -22,12 +22,18 @@ from torch_geometric.loader import DataLoader
 from torch_pet.training.augment import random_rotations, rotate_batch
 
 
+_INPUT_KEYS = ("z", "pos", "cell", "pbc", "batch", "ptr")
+
+
 def _cast(batch, dtype, device):
-    batch = batch.to(device)
-    for key, value in batch.items():
-        if torch.is_tensor(value) and value.is_floating_point():
-            batch[key] = value.to(dtype)
-    return batch
+    """Only the model inputs of ``batch`` (labels dropped), on ``device`` in ``dtype``."""
+    inputs = batch.__class__()
+    for key in _INPUT_KEYS:
+        if key in batch:
+            value = batch[key].to(device)
+            inputs[key] = value.to(dtype) if value.is_floating_point() else value
+    inputs._num_graphs = batch.num_graphs
+    return inputs
 
 
 def _energy_and_forces(model, batch):
