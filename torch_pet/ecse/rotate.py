@@ -1,0 +1,117 @@
+"""Rotated copies of structures for ECSE, and rotating the backbone outputs back.
+
+Row-vector convention (ECSE.md): a copy presents the backbone with the points ``X·Q``
+(Q = F·A: the frame F, columns e1, e2, e3, times the fixed extra rotation A), its cell
+rows as ``cell·Q``. An output y computed on ``X·Q`` is brought back to the lab frame by
+
+* scalar: y (unchanged);
+* vector (last dim 3): ``y·Qᵀ``;
+* rank-2 Cartesian tensor (last dims 3, 3): ``Q·y·Qᵀ``;
+
+with any channel dims between the leading (copy or atom) dim and the Cartesian dims.
+
+A batch of copies is built with index operations only: copy c repeats the items
+``group_ptr[g] .. group_ptr[g+1]-1`` of group ``g = copy_group[c]`` (the atoms of one
+structure in structure mode, the receptive-field subgraph of one atom in atom mode).
+
+Shapes: C copies, M copied atoms (sum of the copy sizes).
+"""
+from typing import NamedTuple, Optional
+
+import torch
+from torch_geometric.data import Batch, Data
+
+__all__ = ["OUTPUT_KINDS", "rotate_back", "CopyLayout", "copy_layout", "rotated_batch",
+           "atom_attribute_keys"]
+
+OUTPUT_KINDS = ("scalar", "vector", "tensor")
+
+# Attributes never copied into the backbone input: rebuilt (pos, batch, ptr), rotated
+# separately (cell, pbc) or labels the backbone must not see.
+_NOT_CARRIED = {"pos", "batch", "ptr", "cell", "pbc", "energy", "forces", "stress", "virial",
+                "num_nodes"}
+
+
+def rotate_back(y: torch.Tensor, rotation: torch.Tensor, output: str) -> torch.Tensor:
+    """Bring outputs computed on ``X·Q`` back to the lab frame (row i uses ``rotation[i]``).
+
+    Shapes:
+        y [M, ...] (scalar), [M, ..., 3] (vector) or [M, ..., 3, 3] (tensor),
+        rotation [M, 3, 3] -> same shape as y
+    """
+    if output == "scalar":
+        return y
+    rows = y.shape[0]
+    if output == "vector":
+        flat = y.reshape(rows, -1, 3)  # [M, C, 3]
+        return torch.bmm(flat, rotation.transpose(1, 2)).reshape(y.shape)
+    if output == "tensor":
+        flat = y.reshape(rows, -1, 3, 3)  # [M, C, 3, 3]
+        q = rotation.unsqueeze(1)
+        return (q @ flat @ q.transpose(-1, -2)).reshape(y.shape)
+    raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+
+
+class CopyLayout(NamedTuple):
+    """Where every copied atom comes from.
+
+    Shapes:
+        copy [M] (copy of each copied atom, sorted), item [M] (its index in the group
+        arrays), ptr [C+1] (first copied atom of each copy)
+    """
+
+    copy: torch.Tensor
+    item: torch.Tensor
+    ptr: torch.Tensor
+
+
+def copy_layout(group_ptr: torch.Tensor, copy_group: torch.Tensor) -> CopyLayout:
+    """Index arrays of the copies ``copy_group`` of the contiguous groups ``group_ptr``.
+
+    Shapes:
+        group_ptr [G+1], copy_group [C] -> CopyLayout (M = sum of the copies' group sizes)
+    """
+    start = group_ptr[copy_group]
+    sizes = group_ptr[copy_group + 1] - start  # [C]
+    ptr = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
+    copies = torch.arange(copy_group.numel(), device=copy_group.device)
+    copy = torch.repeat_interleave(copies, sizes, output_size=int(ptr[-1]))
+    item = torch.arange(copy.numel(), device=copy.device) - (ptr[:-1] - start)[copy]
+    return CopyLayout(copy, item, ptr)
+
+
+def atom_attribute_keys(data: Data) -> list:
+    """Per-atom attributes of ``data`` that the backbone copies carry (z, x, ...)."""
+    num_atoms = data.pos.shape[0]
+    return [key for key in data.keys()
+            if key not in _NOT_CARRIED and "edge" not in key
+            and isinstance(data[key], torch.Tensor) and data[key].dim() > 0
+            and data[key].shape[0] == num_atoms]
+
+
+def rotated_batch(
+    data: Data,
+    atom: torch.Tensor,
+    layout: CopyLayout,
+    relative_pos: torch.Tensor,
+    rotation: torch.Tensor,
+    cell: Optional[torch.Tensor] = None,
+    pbc: Optional[torch.Tensor] = None,
+    keys: Optional[list] = None,
+) -> Batch:
+    """The backbone input: copy c holds the points ``relative_pos·rotation[c]``.
+
+    Per-atom attributes (``keys``, default :func:`atom_attribute_keys`) are gathered from
+    ``data`` with ``atom`` and treated as invariant; ``cell`` rows are rotated with the copy.
+
+    Shapes:
+        atom [M] (original atom of each copied atom), relative_pos [M, 3],
+        rotation [C, 3, 3], cell [C, 3, 3], pbc [C, 3] -> Batch with C graphs, M atoms
+    """
+    pos = torch.bmm(relative_pos.unsqueeze(1), rotation[layout.copy]).squeeze(1)  # [M, 3]
+    attributes = {key: data[key][atom] for key in (atom_attribute_keys(data) if keys is None else keys)}
+    if cell is not None:
+        attributes["cell"] = cell @ rotation
+    if pbc is not None:
+        attributes["pbc"] = pbc
+    return Batch(pos=pos, batch=layout.copy, ptr=layout.ptr, **attributes)

@@ -1,0 +1,389 @@
+"""ECSESymmetrizer: make any PyG point-cloud model exactly rotation-equivariant.
+
+Pozdnyakov & Ceriotti, "Smooth, exact rotational symmetrization for deep learning on point
+clouds", NeurIPS 2023 (arXiv:2305.19302). The backbone y_0 is evaluated on copies of the
+structure rotated into an ensemble of local frames F_f (times a fixed rotation A), the
+outputs are rotated back and averaged with smooth weights w_f:
+
+.. math::
+    y_S(X) = \\frac{\\sum_f w_f\\, B_f[y_0((X - x_{c_f}) F_f A)] + w_{aux}\\, y_{aux}(X)}
+                  {\\sum_f w_f + w_{aux}}
+
+where :math:`c_f` is the atom whose neighbours define F_f (centring on it makes any
+backbone translation invariant) and :math:`B_f` rotates back with Q_f = F_f·A
+(scalars unchanged, vectors v·Q_fᵀ, rank-2 tensors Q_f·T·Q_fᵀ). Frames, weights and
+w_aux come from :func:`torch_pet.ecse.frames.ecse_frames`; y_S is exactly SO(3)
+(or O(3)) equivariant, smooth and differentiable, so forces and stress follow by autograd.
+
+Shapes: N atoms, B structures, E edges, F frames, C copies (one per frame), M copied atoms.
+"""
+import math
+from typing import Callable, Optional
+
+import torch
+from torch_geometric.data import Batch, Data
+
+import torch_pet.ops
+from torch_pet.ecse.frames import ECSEFrames, ecse_frames
+from torch_pet.ecse.rotate import (OUTPUT_KINDS, atom_attribute_keys, copy_layout, rotate_back,
+                                   rotated_batch)
+
+__all__ = ["ECSESymmetrizer"]
+
+#: R_out never exceeds this (Å), whatever the backbone's cutoff.
+MAX_OUTER_CUTOFF = 10.0
+_FRAME_OPTIONS = ("beta", "delta_r", "omega", "delta_omega", "weight_eps", "beta_w", "prune_steps")
+_EXTRA_ROTATION_SEED = 230519302
+
+
+def call_model(model: torch.nn.Module, data: Batch) -> torch.Tensor:
+    """Default adapter: ``model(data)``."""
+    return model(data)
+
+
+class ECSESymmetrizer(torch.nn.Module):
+    """Exact rotational symmetrization (ECSE) of any backbone that takes PyG ``Data``.
+
+    Args:
+        model: the backbone y_0; ``model(batch)`` (or ``adapter(model, batch)``) on a
+            :class:`~torch_geometric.data.Batch` of rotated copies returns one row per copy
+            (per-structure output) or per copied atom (``per_atom``). The copies carry
+            ``pos``, ``batch``, ``ptr``, every per-atom attribute of the input (``z``,
+            ``x``, ...: treated as invariant) and, in structure mode, the rotated ``cell``
+            and ``pbc``; edge attributes are not carried (the backbone builds its graph).
+        output: how the output transforms: "scalar", "vector" (last dim 3) or "tensor"
+            (last dims 3, 3); channel dims may sit between the first and the Cartesian dims.
+        per_atom: structure mode: the backbone returns (and the wrapper returns) per-atom
+            rows. Atom mode: the backbone must return per-atom rows; the wrapper returns the
+            symmetrized atomic outputs (``per_atom=True``) or their sum per structure.
+        mode: "structure" (the paper's: frames pooled over the structure, the whole
+            structure rotated; O(N^2)) or "atom" (every atom's output symmetrized with its
+            own frames on its receptive-field subgraph, periodic images as explicit atoms,
+            non-periodic copies; linear scaling).
+        cutoff: R_out of the frames; default ``min(model.cutoff, 10)``.
+        receptive_field: atom mode: radius of the subgraph that determines an atom's
+            output; default ``model.receptive_field`` (PET: num_blocks x cutoff).
+        aux_model: intrinsically invariant/equivariant model blended in for degenerate
+            geometries (w_aux > 0: dimers, linear molecules, single atoms), e.g.
+            ``PET(distance_only=True)``; same call and output layout as the backbone
+            (per-atom in atom mode), evaluated on the input itself.
+        o3: also average over mirror frames (reflection invariance).
+        extra_rotation: present the backbone with X·F·A for a fixed random rotation A
+            (buffer ``extra_rotation``) instead of axis-aligned inputs.
+        chunk_size: at most this many atoms per backbone call (copies are never split; a
+            copy larger than chunk_size runs alone).
+        frame_options: keyword arguments of :func:`ecse_frames` (beta, delta_r, omega,
+            delta_omega, weight_eps, beta_w, prune_steps).
+        adapter: ``adapter(model, batch) -> Tensor`` for other call signatures, e.g.
+            ``lambda m, b: m(b.x, b.pos, b.batch)``.
+
+    Shapes:
+        data.pos [N, 3] -> [B, ...] or [N, ...] (per atom), with trailing (3,) for vectors
+        and (3, 3) for tensors
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        output: str = "scalar",
+        per_atom: bool = False,
+        mode: str = "structure",
+        cutoff: Optional[float] = None,
+        receptive_field: Optional[float] = None,
+        aux_model: Optional[torch.nn.Module] = None,
+        o3: bool = False,
+        extra_rotation: bool = True,
+        chunk_size: int = 32768,
+        frame_options: Optional[dict] = None,
+        adapter: Optional[Callable] = None,
+    ):
+        super().__init__()
+        if output not in OUTPUT_KINDS:
+            raise ValueError(f"ECSESymmetrizer: output must be one of {OUTPUT_KINDS}, got {output!r}")
+        if mode not in ("structure", "atom"):
+            raise ValueError(f"ECSESymmetrizer: mode must be 'structure' or 'atom', got {mode!r}")
+        if not (isinstance(chunk_size, int) and chunk_size > 0):
+            raise ValueError(f"ECSESymmetrizer: chunk_size must be a positive int (atoms per "
+                             f"backbone call), got {chunk_size!r}")
+        frame_options = dict(frame_options or {})
+        unknown = sorted(set(frame_options) - set(_FRAME_OPTIONS))
+        if unknown:
+            raise ValueError(f"ECSESymmetrizer: unknown frame_options {unknown}; allowed: {list(_FRAME_OPTIONS)}")
+        self.model = model
+        self.aux_model = aux_model
+        self.output, self.per_atom, self.mode, self.o3 = output, bool(per_atom), mode, bool(o3)
+        self.chunk_size = chunk_size
+        self.frame_options = frame_options
+        self.adapter = call_model if adapter is None else adapter
+        self.cutoff = _outer_cutoff(model, cutoff)
+        self.receptive_field = _receptive_field(model, receptive_field) if mode == "atom" else None
+        if extra_rotation:
+            from torch_pet.testing import random_rotation
+
+            self.register_buffer("extra_rotation", random_rotation(_EXTRA_ROTATION_SEED))
+        else:
+            self.register_buffer("extra_rotation", None)
+
+    def extra_repr(self) -> str:
+        return (f"output={self.output!r}, per_atom={self.per_atom}, mode={self.mode!r}, "
+                f"cutoff={self.cutoff}, receptive_field={self.receptive_field}, o3={self.o3}, "
+                f"chunk_size={self.chunk_size}")
+
+    # -----------------------------------------------------------------------------------
+    def forward(self, data: Data) -> torch.Tensor:
+        structures = _read_structures(data)
+        if self.mode == "structure":
+            return self._forward_structure(data, structures)
+        return self._forward_atom(data, structures)
+
+    def frames(self, data: Data) -> ECSEFrames:
+        """The weighted frames this wrapper averages over for ``data`` (pools: structures in
+        structure mode, atoms in atom mode)."""
+        structures = _read_structures(data)
+        if self.mode == "structure":
+            return self._structure_frames(structures)[0]
+        return self._atom_frames(structures)[0]
+
+    # -----------------------------------------------------------------------------------
+    def _structure_frames(self, s: "_Structures"):
+        edge_index, shifts = torch_pet.ops.radius_graph(s.pos, self.cutoff, s.batch, **s.periodic)
+        vectors = torch_pet.ops.edge_vectors(s.pos, edge_index, shifts, s.cell, s.batch)
+        frames = ecse_frames(vectors, edge_index[1], s.num_atoms, s.batch, s.num_structures,
+                             outer_cutoff=self.cutoff, o3=self.o3, **self.frame_options)
+        return frames, frames.aux_weight * (s.counts > 0)  # empty structures need nothing
+
+    def _forward_structure(self, data: Data, s: "_Structures") -> torch.Tensor:
+        frames, aux_weight = self._structure_frames(s)
+        self._require_aux(aux_weight, s)
+        rotation = self._rotations(frames.frames)  # [F, 3, 3]
+        rows = s.num_atoms if self.per_atom else s.num_structures
+        keys = atom_attribute_keys(data)
+        total = None
+        for a, b in self._chunks(s.counts[frames.pool]):
+            structure = frames.pool[a:b]  # [C]
+            layout = copy_layout(s.ptr, structure)
+            atom = layout.item  # the structures' atoms are contiguous: item = atom index
+            relative = s.pos[atom] - s.pos[frames.centre[a:b]][layout.copy]
+            cell = s.cell[structure] if s.cell is not None else None
+            pbc = s.pbc[structure] if s.pbc is not None else None
+            inputs = rotated_batch(data, atom, layout, relative, rotation[a:b], cell, pbc, keys)
+            y = self._evaluate(self.model, inputs, atom.numel() if self.per_atom else b - a, "model")
+            if self.per_atom:
+                y = rotate_back(y, rotation[a:b][layout.copy], self.output)
+                total = _accumulate(total, rows, atom, frames.weights[a:b][layout.copy], y)
+            else:
+                y = rotate_back(y, rotation[a:b], self.output)
+                total = _accumulate(total, rows, structure, frames.weights[a:b], y)
+        weight_sum = aux_weight + aux_weight.new_zeros(s.num_structures).index_add(
+            0, frames.pool, frames.weights)  # [B]
+        row_pool = s.batch if self.per_atom else None
+        total = self._add_aux(total, data, rows, aux_weight, row_pool)
+        return _normalise(total, weight_sum if row_pool is None else weight_sum[row_pool])
+
+    # -----------------------------------------------------------------------------------
+    def _atom_frames(self, s: "_Structures"):
+        """Frames pooled per atom, and each atom's receptive-field subgraph (flat layout)."""
+        radius = max(self.receptive_field, self.cutoff)
+        edge_index, shifts = torch_pet.ops.radius_graph(s.pos, radius, s.batch, **s.periodic)
+        vectors = torch_pet.ops.edge_vectors(s.pos, edge_index, shifts, s.cell, s.batch)
+        length = vectors.detach().norm(dim=-1)
+        inner = length < self.cutoff
+        atoms = torch.arange(s.num_atoms, device=s.pos.device)
+        frames = ecse_frames(vectors[inner], edge_index[1][inner], s.num_atoms, atoms,
+                             s.num_atoms, outer_cutoff=self.cutoff, o3=self.o3, **self.frame_options)
+        # Subgraph of atom i: i itself (relative position 0), then its neighbours (j, shift)
+        # within the receptive field, at sub_ptr[i] .. sub_ptr[i+1]-1.
+        field = length < self.receptive_field
+        neighbour, centre, vectors = edge_index[0][field], edge_index[1][field], vectors[field]
+        degree = torch.bincount(centre, minlength=s.num_atoms)
+        sub_ptr = torch.cat([degree.new_zeros(1), (degree + 1).cumsum(0)])
+        edge_slot = torch.arange(centre.numel(), device=centre.device) + 1 \
+            + (sub_ptr[:-1] - torch.cat([degree.new_zeros(1), degree.cumsum(0)[:-1]]))[centre]
+        sub_atom = torch.empty(int(sub_ptr[-1]), dtype=torch.long, device=s.pos.device)
+        sub_atom[sub_ptr[:-1]] = atoms
+        sub_atom[edge_slot] = neighbour
+        sub_pos = vectors.new_zeros(sub_atom.numel(), 3).index_copy(0, edge_slot, vectors)
+        return frames, (sub_ptr, sub_atom, sub_pos)
+
+    def _forward_atom(self, data: Data, s: "_Structures") -> torch.Tensor:
+        frames, (sub_ptr, sub_atom, sub_pos) = self._atom_frames(s)
+        aux_weight = frames.aux_weight  # [N]
+        self._require_aux(aux_weight, s)
+        rotation = self._rotations(frames.frames)
+        keys = atom_attribute_keys(data)
+        total = None
+        for a, b in self._chunks(sub_ptr.diff()[frames.centre]):
+            centre = frames.centre[a:b]  # [C]
+            layout = copy_layout(sub_ptr, centre)
+            inputs = rotated_batch(data, sub_atom[layout.item], layout, sub_pos[layout.item],
+                                   rotation[a:b], keys=keys)
+            y = self._evaluate(self.model, inputs, layout.item.numel(), "model (atom mode needs "
+                               "per-atom outputs)")
+            y = rotate_back(y[layout.ptr[:-1]], rotation[a:b], self.output)  # centre rows
+            total = _accumulate(total, s.num_atoms, centre, frames.weights[a:b], y)
+        weight_sum = aux_weight + aux_weight.new_zeros(s.num_atoms).index_add(
+            0, frames.pool, frames.weights)
+        total = self._add_aux(total, data, s.num_atoms, aux_weight, None)
+        atomic = _normalise(total, weight_sum)  # [N, ...]
+        if self.per_atom:
+            return atomic
+        return atomic.new_zeros(s.num_structures, *atomic.shape[1:]).index_add(0, s.batch, atomic)
+
+    # -----------------------------------------------------------------------------------
+    def _rotations(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.extra_rotation is None:
+            return frames
+        return frames @ self.extra_rotation.to(frames.dtype)
+
+    def _chunks(self, sizes: torch.Tensor) -> list:
+        """Frame ranges [a, b) whose copies hold at most chunk_size atoms (at least 1 copy)."""
+        if sizes.numel() == 0:
+            return []
+        end = sizes.cumsum(0).cpu()
+        bounds, start, offset = [], 0, 0
+        while start < end.numel():
+            stop = int(torch.searchsorted(end, offset + self.chunk_size, right=True))
+            stop = max(stop, start + 1)
+            bounds.append((start, stop))
+            start, offset = stop, int(end[stop - 1])
+        return bounds
+
+    def _evaluate(self, model, inputs: Batch, rows: int, name: str) -> torch.Tensor:
+        y = self.adapter(model, inputs)
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"ECSESymmetrizer: the {name} must return a tensor, got {type(y).__name__}; "
+                            "use adapter= to extract it")
+        per_atom = self.per_atom or self.mode == "atom"
+        if y.dim() == 0 or y.shape[0] != rows:
+            raise ValueError(
+                f"ECSESymmetrizer: the {name} returned shape {tuple(y.shape)} for {inputs.num_graphs} "
+                f"structures of {inputs.pos.shape[0]} atoms, expected {rows} rows (one per "
+                f"{'atom' if per_atom else 'structure'}); set per_atom to match the model "
+                "(atom mode needs per-atom outputs, e.g. PET(per_atom=True))")
+        trailing = {"scalar": (), "vector": (3,), "tensor": (3, 3)}[self.output]
+        if trailing and (y.dim() < 1 + len(trailing) or tuple(y.shape[-len(trailing):]) != trailing):
+            raise ValueError(f"ECSESymmetrizer: output={self.output!r} needs the {name}'s output to "
+                             f"end with dims {trailing}, got shape {tuple(y.shape)}")
+        return y
+
+    def _require_aux(self, aux_weight: torch.Tensor, s: "_Structures") -> None:
+        if self.aux_model is not None:
+            return
+        needed = (aux_weight > 0).nonzero().flatten().tolist()
+        if not needed:
+            return
+        if self.mode == "structure":
+            where = f"structure(s) {needed[:10]}"
+        else:
+            structure = s.batch[needed[:10]].tolist()
+            where = ", ".join(f"atom {a} of structure {b}" for a, b in zip(needed[:10], structure))
+        raise ValueError(
+            f"ECSESymmetrizer: {where} of the batch need the auxiliary model (w_aux > 0: no "
+            "well-conditioned ECSE frame, e.g. a dimer, a linear molecule or an isolated atom) "
+            "but aux_model is None; pass aux_model=<an intrinsically invariant/equivariant model, "
+            "e.g. PET(distance_only=True)>")
+
+    def _add_aux(self, total, data, rows, aux_weight, row_pool):
+        if not bool((aux_weight > 0).any()):
+            return total
+        y_aux = self._evaluate(self.aux_model, data, rows, "aux_model")
+        weight = aux_weight if row_pool is None else aux_weight[row_pool]
+        return _accumulate(total, rows, torch.arange(rows, device=weight.device), weight, y_aux)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class _Structures:
+    """Positions, batch vector, per-structure atom counts and periodic cell of the input."""
+
+    def __init__(self, pos, batch, num_structures, cell, pbc):
+        self.pos, self.batch, self.cell, self.pbc = pos, batch, cell, pbc
+        self.num_atoms, self.num_structures = pos.shape[0], num_structures
+        self.counts = torch.bincount(batch, minlength=num_structures)
+        self.ptr = torch.cat([self.counts.new_zeros(1), self.counts.cumsum(0)])
+        self.periodic = {}
+        if cell is not None:
+            self.periodic["cell"] = cell
+        if pbc is not None:
+            self.periodic["pbc"] = pbc
+
+
+def _read_structures(data: Data) -> _Structures:
+    pos = getattr(data, "pos", None)
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
+        raise ValueError("ECSESymmetrizer: data.pos must be a tensor of shape [N, 3], got "
+                         f"{getattr(pos, 'shape', type(pos).__name__)}")
+    if not pos.is_floating_point():
+        raise TypeError(f"ECSESymmetrizer: data.pos must be floating point, got {pos.dtype}")
+    if pos.shape[0] == 0:
+        raise ValueError("ECSESymmetrizer: the input has no atoms")
+    if not bool(torch.isfinite(pos).all()):
+        raise ValueError("ECSESymmetrizer: data.pos contains NaN or Inf")
+    batch = getattr(data, "batch", None)
+    if batch is None:
+        batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+    elif batch.shape != (pos.shape[0],) or batch.dtype != torch.long:
+        raise ValueError(f"ECSESymmetrizer: data.batch must be an int64 tensor of shape [N] = "
+                         f"[{pos.shape[0]}], got {tuple(batch.shape)} {batch.dtype}")
+    elif bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError("ECSESymmetrizer: data.batch must be sorted (atoms grouped by structure, "
+                         "as Batch.from_data_list makes it)")
+    ptr = getattr(data, "ptr", None)
+    num_structures = ptr.numel() - 1 if isinstance(ptr, torch.Tensor) else int(batch.max()) + 1
+    cell, pbc = getattr(data, "cell", None), getattr(data, "pbc", None)
+    if cell is not None:
+        cell = cell.reshape(-1, 3, 3) if cell.numel() == 9 * num_structures else cell
+        if cell.shape != (num_structures, 3, 3):
+            raise ValueError(f"ECSESymmetrizer: data.cell must have shape [B, 3, 3] = "
+                             f"[{num_structures}, 3, 3], got {tuple(cell.shape)}")
+    if pbc is not None:
+        pbc = pbc.reshape(-1, 3) if pbc.numel() == 3 * num_structures else pbc
+        if pbc.shape != (num_structures, 3):
+            raise ValueError(f"ECSESymmetrizer: data.pbc must have shape [B, 3] = "
+                             f"[{num_structures}, 3], got {tuple(pbc.shape)}")
+        if cell is None and bool(pbc.any()):
+            raise ValueError("ECSESymmetrizer: data.pbc is set but data.cell is missing; give the cell")
+    return _Structures(pos, batch, num_structures, cell, pbc)
+
+
+def _accumulate(total, rows: int, index: torch.Tensor, weight: torch.Tensor, y: torch.Tensor):
+    """total[index[k]] += weight[k] * y[k] (total created on first use)."""
+    weighted = y * weight.to(y.dtype).reshape(-1, *([1] * (y.dim() - 1)))
+    if total is None:
+        total = weighted.new_zeros(rows, *y.shape[1:])
+    return total.index_add(0, index, weighted)
+
+
+def _normalise(total: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:
+    """total / weight_sum per row; rows without any weight (empty structures) stay 0."""
+    weight_sum = torch.where(weight_sum > 0, weight_sum, torch.ones_like(weight_sum))
+    return total / weight_sum.to(total.dtype).reshape(-1, *([1] * (total.dim() - 1)))
+
+
+def _outer_cutoff(model, cutoff) -> float:
+    if cutoff is None:
+        model_cutoff = getattr(model, "cutoff", None)
+        if model_cutoff is None:
+            raise ValueError("ECSESymmetrizer: the model has no `cutoff` attribute; pass cutoff= "
+                             "(R_out of the ECSE frames, in Å; at most 10 is customary)")
+        cutoff = min(float(model_cutoff), MAX_OUTER_CUTOFF)
+    cutoff = float(cutoff)
+    if not (math.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"ECSESymmetrizer: cutoff must be positive and finite, got {cutoff}")
+    return cutoff
+
+
+def _receptive_field(model, receptive_field) -> float:
+    if receptive_field is None:
+        receptive_field = getattr(model, "receptive_field", None)
+        if receptive_field is None:
+            raise ValueError("ECSESymmetrizer: mode='atom' needs the backbone's receptive field "
+                             "(the radius beyond which atoms cannot change an atom's output: "
+                             "n_layers x cutoff); the model has no `receptive_field` attribute, "
+                             "so pass receptive_field=")
+    receptive_field = float(receptive_field)
+    if not (math.isfinite(receptive_field) and receptive_field > 0):
+        raise ValueError(f"ECSESymmetrizer: receptive_field must be positive and finite, got {receptive_field}")
+    return receptive_field
