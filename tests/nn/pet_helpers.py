@@ -115,4 +115,11 @@ def periodic(n=8, dtype=torch.float64, length=4.0, tilt=0.3):
 
 
 def batch_of(*structures):
-    return Batch.from_data_list(list(structures))
+    """A Batch; non-periodic structures get a zero cell and pbc=False when others have one."""
+    structures = [s.clone() for s in structures]
+    if any("cell" in s for s in structures):
+        for s in structures:
+            if "cell" not in s:
+                s.cell = torch.zeros(1, 3, 3, dtype=s.pos.dtype)
+                s.pbc = torch.zeros(1, 3, dtype=torch.bool)
+    return Batch.from_data_list(structures)
