@@ -405,8 +405,8 @@ def assert_equivariant(fn: Callable, data: Data, kind: str = "vector", *, num_ro
 class AngularToyModel(torch.nn.Module):
     """A smooth backbone that is strongly NOT rotation-equivariant, to prove symmetrizers.
 
-    Each atom i gets, from its neighbours j within ``cutoff`` (all pairs, dense, periodic
-    images included up to one cell away when the data has a cell),
+    Each atom i gets, from its neighbours j within ``cutoff`` (periodic images included,
+    neighbour list from :func:`torch_pet.ops.radius_graph`),
 
     .. math::
         h_i = \\sum_j \\phi(r_{ij}) \\, \\mathrm{tanh}(W [x_{ij}, y_{ij}, z_{ij},
@@ -436,17 +436,22 @@ class AngularToyModel(torch.nn.Module):
             self.angular.weight.mul_(4.0)
 
     def forward(self, data: Data) -> torch.Tensor:
+        from torch_pet import ops
+
         pos = data.pos
         batch = _batch_vector(data)
         num_structures = int(batch.max()) + 1 if batch.numel() else 1
-        if hasattr(data, "ptr") and data.ptr is not None:
+        if getattr(data, "ptr", None) is not None:
             num_structures = data.ptr.numel() - 1
-        centre, neighbour, vectors = _dense_pairs(pos, batch, getattr(data, "cell", None),
-                                                  self.cutoff)
+        cell, pbc = getattr(data, "cell", None), getattr(data, "pbc", None)
+        with torch.no_grad():
+            edge_index, shifts = ops.radius_graph(pos.detach(), self.cutoff, batch, cell=cell, pbc=pbc)
+        vectors = ops.edge_vectors(pos, edge_index, shifts, cell, batch)  # [E, 3]
+        neighbour, centre = edge_index
         x, y, z = vectors.unbind(-1)
         features = torch.stack([x, y, z, x * x, x * y, x * z, y * y, y * z, z * z], dim=-1)
-        length = vectors.norm(dim=-1)
-        envelope = (1 - (length / self.cutoff) ** 2) ** 2  # smooth at the cutoff
+        length2 = (vectors * vectors).sum(-1)
+        envelope = (1 - length2 / self.cutoff ** 2) ** 2  # smooth at the cutoff
         hidden = torch.tanh(self.angular(features) + self.species_bias(data.z[neighbour]))
         atomic = hidden.new_zeros(pos.shape[0], hidden.shape[-1]).index_add(
             0, centre, envelope.unsqueeze(-1) * hidden)
@@ -457,20 +462,3 @@ class AngularToyModel(torch.nn.Module):
         if self.per_atom:
             return out
         return out.new_zeros(num_structures, *shape).index_add(0, batch, out)
-
-
-def _dense_pairs(pos: torch.Tensor, batch: torch.Tensor, cell: Optional[torch.Tensor], cutoff: float):
-    """All (i, j, image) pairs closer than cutoff, images up to one cell away (toy use only)."""
-    if cell is not None:
-        grid = torch.tensor([-1, 0, 1], device=pos.device)
-        shifts = torch.cartesian_prod(grid, grid, grid).to(pos.dtype)  # [27, 3]
-        images = shifts @ cell  # [B, 27, 3]
-    else:
-        images = pos.new_zeros(1, 1, 3)
-    same = batch[:, None] == batch[None, :]
-    vectors = pos[None, :, None, :] - pos[:, None, None, :]  # [N, N, 1, 3]: x_j - x_i
-    vectors = vectors + images[batch if cell is not None else torch.zeros_like(batch)][:, None]
-    length2 = (vectors * vectors).sum(-1)  # [N, N, S]
-    keep = same[:, :, None] & (length2 < cutoff * cutoff) & (length2 > 1e-12)
-    centre, neighbour, image = keep.nonzero(as_tuple=True)
-    return centre, neighbour, vectors[centre, neighbour, image]
