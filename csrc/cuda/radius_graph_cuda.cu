@@ -1,0 +1,152 @@
+// torch_pet::radius_graph, CUDA glue: per-atom binning kernels, a stable sort of the atoms
+// by bin, then count and fill kernels over the centres (kernels in
+// kernels/radius_graph_cuda_kernels.cuh, per-atom logic shared with the CPU kernel). The
+// per-structure set-up (bases, bin grids) runs on the host from [B]-sized tensors.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/radius_graph_cuda_kernels.cuh"
+
+namespace torch_pet {
+
+void check_radius_graph_args(const at::Tensor& pos, const at::Tensor& ptr, const at::Tensor& cell,
+                             const at::Tensor& pbc, double r);
+std::vector<radius::Grid> radius_graph_bases(const at::Tensor& cell, const at::Tensor& pbc);
+int64_t radius_graph_grids(std::vector<radius::Grid>& grids, const double* fmin, const double* fmax,
+                           const at::Tensor& ptr, double r, double max_abs_pos, bool single_precision,
+                           int64_t bins_per_cutoff);
+at::Tensor radius_graph_grids_tensor(const std::vector<radius::Grid>& grids, const at::Device& device);
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kBinsPerCutoff = 2;
+
+int64_t num_blocks(int64_t n) { return (n + kThreads - 1) / kThreads; }
+
+template <typename scalar_t>
+std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos, const at::Tensor& ptr,
+                                                          const at::Tensor& cell, const at::Tensor& pbc,
+                                                          double r, bool loop) {
+  const int64_t num_atoms = pos.size(0);
+  const int64_t num_structures = ptr.size(0) - 1;
+  const auto long_options = ptr.options();
+  const auto double_options = pos.options().dtype(at::kDouble);
+  if (num_atoms == 0) {
+    return std::make_tuple(at::empty({2, 0}, long_options), at::empty({0, 3}, long_options));
+  }
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  std::vector<radius::Grid> grids = radius_graph_bases(cell, pbc);
+  auto grids_device = radius_graph_grids_tensor(grids, pos.device());
+
+  auto batch = at::empty({num_atoms}, long_options);
+  auto frac = at::empty({num_atoms, 3}, double_options);
+  auto wrap = at::empty({num_atoms, 3}, long_options);
+  auto wrapped = at::empty({num_atoms, 3}, double_options);
+  radius::wrap_atoms_kernel<scalar_t><<<num_blocks(num_atoms), kThreads, 0, stream>>>(
+      pos.data_ptr<scalar_t>(), ptr.data_ptr<int64_t>(), num_structures,
+      reinterpret_cast<const radius::Grid*>(grids_device.data_ptr<uint8_t>()), num_atoms,
+      batch.data_ptr<int64_t>(), frac.data_ptr<double>(), wrap.data_ptr<int64_t>(),
+      wrapped.data_ptr<double>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // Bounding range of the fractional coordinates per structure (used on non-periodic axes).
+  const auto index = batch.unsqueeze(1).expand({num_atoms, 3});
+  const double inf = std::numeric_limits<double>::infinity();
+  const auto lower = at::full({num_structures, 3}, inf, double_options)
+                         .scatter_reduce(0, index, frac, "amin", true).to(at::kCPU).contiguous();
+  const auto upper = at::full({num_structures, 3}, -inf, double_options)
+                         .scatter_reduce(0, index, frac, "amax", true).to(at::kCPU).contiguous();
+  const double max_abs_pos = pos.abs().max().item<double>();
+  const int64_t num_bins = radius_graph_grids(grids, lower.data_ptr<double>(), upper.data_ptr<double>(),
+                                              ptr, r, max_abs_pos, std::is_same<scalar_t, float>::value,
+                                              kBinsPerCutoff);
+  grids_device = radius_graph_grids_tensor(grids, pos.device());
+  const auto* grids_ptr = reinterpret_cast<const radius::Grid*>(grids_device.data_ptr<uint8_t>());
+
+  auto bin = at::empty({num_atoms}, long_options);
+  auto bin3 = at::empty({num_atoms, 3}, long_options);
+  radius::bin_atoms_kernel<<<num_blocks(num_atoms), kThreads, 0, stream>>>(
+      frac.data_ptr<double>(), batch.data_ptr<int64_t>(), grids_ptr, num_atoms, bin.data_ptr<int64_t>(),
+      bin3.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const auto order = std::get<1>(at::sort(bin, /*stable=*/true, /*dim=*/0, /*descending=*/false)).contiguous();
+  auto bin_start = at::zeros({num_bins + 1}, long_options);
+  bin_start.slice(0, 1).copy_(at::bincount(bin, {}, num_bins).cumsum(0));
+
+  auto sorted_wrapped = at::empty({num_atoms, 3}, double_options);
+  auto sorted_wrap = at::empty({num_atoms, 3}, long_options);
+  auto sorted_pos = at::empty({num_atoms, 3}, pos.options());
+  radius::gather_sorted_kernel<scalar_t><<<num_blocks(num_atoms), kThreads, 0, stream>>>(
+      order.data_ptr<int64_t>(), wrapped.data_ptr<double>(), wrap.data_ptr<int64_t>(),
+      pos.data_ptr<scalar_t>(), num_atoms, sorted_wrapped.data_ptr<double>(),
+      sorted_wrap.data_ptr<int64_t>(), sorted_pos.data_ptr<scalar_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  radius::SearchData<scalar_t> data;
+  data.pos = pos.data_ptr<scalar_t>();
+  data.cell = cell.data_ptr<scalar_t>();
+  data.ptr = ptr.data_ptr<int64_t>();
+  data.grids = grids_ptr;
+  data.wrapped = wrapped.data_ptr<double>();
+  data.wrap = wrap.data_ptr<int64_t>();
+  data.bin3 = bin3.data_ptr<int64_t>();
+  data.bin_start = bin_start.data_ptr<int64_t>();
+  data.sorted_atom = order.data_ptr<int64_t>();
+  data.sorted_wrapped = sorted_wrapped.data_ptr<double>();
+  data.sorted_wrap = sorted_wrap.data_ptr<int64_t>();
+  data.sorted_pos = sorted_pos.data_ptr<scalar_t>();
+  data.num_structures = num_structures;
+  const scalar_t cutoff = static_cast<scalar_t>(r);
+  data.cutoff2 = cutoff * cutoff;
+  data.loop = loop;
+
+  auto counts = at::empty({num_atoms}, long_options);
+  radius::count_edges_kernel<scalar_t><<<num_blocks(num_atoms), kThreads, 0, stream>>>(
+      data, num_atoms, counts.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const auto inclusive = counts.cumsum(0);
+  const int64_t num_edges = inclusive[-1].item<int64_t>();
+  const auto offsets = (inclusive - counts).contiguous();
+  auto edge_index = at::empty({2, num_edges}, long_options);
+  auto shifts = at::empty({num_edges, 3}, long_options);
+  if (num_edges > 0) {
+    radius::fill_edges_kernel<scalar_t><<<num_blocks(num_atoms), kThreads, 0, stream>>>(
+        data, num_atoms, offsets.data_ptr<int64_t>(), edge_index.data_ptr<int64_t>(),
+        edge_index.data_ptr<int64_t>() + num_edges, shifts.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return std::make_tuple(edge_index, shifts);
+}
+
+std::tuple<at::Tensor, at::Tensor> radius_graph_cuda(const at::Tensor& pos, const at::Tensor& ptr,
+                                                     const at::Tensor& cell, const at::Tensor& pbc,
+                                                     double r, bool loop) {
+  check_radius_graph_args(pos, ptr, cell, pbc, r);
+  const c10::cuda::CUDAGuard guard(pos.device());
+  const auto pos_c = pos.contiguous();
+  const auto ptr_c = ptr.contiguous();
+  const auto cell_c = cell.contiguous();
+  const auto pbc_c = pbc.contiguous();
+  std::tuple<at::Tensor, at::Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES(pos_c.scalar_type(), "radius_graph_cuda", [&] {
+    result = radius_graph_cuda_impl<scalar_t>(pos_c, ptr_c, cell_c, pbc_c, r, loop);
+  });
+  return result;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torch_pet, CUDA, m) {
+  m.impl("radius_graph", &radius_graph_cuda);
+}
+
+}  // namespace torch_pet
