@@ -436,7 +436,7 @@ class AngularToyModel(torch.nn.Module):
             self.angular.weight.mul_(4.0)
 
     def forward(self, data: Data) -> torch.Tensor:
-        from torch_pet import ops
+        from torch_pet.ops.radius_graph import edge_vectors, radius_graph
 
         pos = data.pos
         batch = _batch_vector(data)
@@ -445,8 +445,8 @@ class AngularToyModel(torch.nn.Module):
             num_structures = data.ptr.numel() - 1
         cell, pbc = getattr(data, "cell", None), getattr(data, "pbc", None)
         with torch.no_grad():
-            edge_index, shifts = ops.radius_graph(pos.detach(), self.cutoff, batch, cell=cell, pbc=pbc)
-        vectors = ops.edge_vectors(pos, edge_index, shifts, cell, batch)  # [E, 3]
+            edge_index, shifts = radius_graph(pos.detach(), self.cutoff, batch, cell=cell, pbc=pbc)
+        vectors = edge_vectors(pos, edge_index, shifts, cell, batch)  # [E, 3]
         neighbour, centre = edge_index
         x, y, z = vectors.unbind(-1)
         features = torch.stack([x, y, z, x * x, x * y, x * z, y * y, y * z, z * z], dim=-1)

@@ -23,8 +23,8 @@ from typing import Callable, Optional
 import torch
 from torch_geometric.data import Batch, Data
 
-import torch_pet.ops
 from torch_pet.ecse.frames import ECSEFrames, ecse_frames
+from torch_pet.ops.radius_graph import edge_vectors, radius_graph
 from torch_pet.ecse.rotate import (OUTPUT_KINDS, atom_attribute_keys, copy_layout, rotate_back,
                                    rotated_batch)
 
@@ -147,8 +147,8 @@ class ECSESymmetrizer(torch.nn.Module):
 
     # -----------------------------------------------------------------------------------
     def _structure_frames(self, s: "_Structures"):
-        edge_index, shifts = torch_pet.ops.radius_graph(s.pos, self.cutoff, s.batch, **s.periodic)
-        vectors = torch_pet.ops.edge_vectors(s.pos, edge_index, shifts, s.cell, s.batch)
+        edge_index, shifts = radius_graph(s.pos, self.cutoff, s.batch, **s.periodic)
+        vectors = edge_vectors(s.pos, edge_index, shifts, s.cell, s.batch)
         frames = ecse_frames(vectors, edge_index[1], s.num_atoms, s.batch, s.num_structures,
                              outer_cutoff=self.cutoff, o3=self.o3, **self.frame_options)
         return frames, frames.aux_weight * (s.counts > 0)  # empty structures need nothing
@@ -185,8 +185,8 @@ class ECSESymmetrizer(torch.nn.Module):
     def _atom_frames(self, s: "_Structures"):
         """Frames pooled per atom, and each atom's receptive-field subgraph (flat layout)."""
         radius = max(self.receptive_field, self.cutoff)
-        edge_index, shifts = torch_pet.ops.radius_graph(s.pos, radius, s.batch, **s.periodic)
-        vectors = torch_pet.ops.edge_vectors(s.pos, edge_index, shifts, s.cell, s.batch)
+        edge_index, shifts = radius_graph(s.pos, radius, s.batch, **s.periodic)
+        vectors = edge_vectors(s.pos, edge_index, shifts, s.cell, s.batch)
         length = vectors.detach().norm(dim=-1)
         inner = length < self.cutoff
         atoms = torch.arange(s.num_atoms, device=s.pos.device)
