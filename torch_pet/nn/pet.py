@@ -190,7 +190,7 @@ class PET(torch.nn.Module):
         cutoff_weight = self.cutoff_fn(length)  # [E]
         features = length[:, None] if self.distance_only else \
             torch.cat([vectors, length[:, None]], dim=1)  # [E, 1 or 4]
-        layout = build_edge_layout(centre, num_nodes, reverse)
+        layout = build_edge_layout(centre, num_nodes, reverse, check=False)  # sorted, in range
         key_weight = sequence_weights(cutoff_weight, layout)  # [N, K+1]
         mode = resolve_attention(self.attention, self.training)
 
@@ -217,14 +217,16 @@ class PET(torch.nn.Module):
             raise TypeError(f"pos is {pos.dtype} but the model is "
                             f"{self.self_energies.dtype}; convert one (model.double() or "
                             f"pos.to(...))")
-        if not bool(torch.isfinite(pos).all()):
-            raise ValueError("pos contains NaN or Inf; check the input structure")
         z = z.long()
         lookup = self.species_index
         known = (z >= 0) & (z < lookup.shape[0])
         index = lookup[z.clamp(0, lookup.shape[0] - 1)]
         unknown = ~known | (index < 0)
-        if bool(unknown.any()):
+        not_finite, any_unknown = torch.stack([~torch.isfinite(pos).all(),
+                                               unknown.any()]).tolist()  # one host sync
+        if not_finite:
+            raise ValueError("pos contains NaN or Inf; check the input structure")
+        if any_unknown:
             bad = sorted(set(z[unknown].tolist()))
             raise ValueError(f"atomic number(s) {bad} are not among the model's species "
                              f"{self.species}; build PET(species=...) covering the data")
@@ -239,11 +241,15 @@ class PET(torch.nn.Module):
         if shifts.shape != (edge_index.shape[1], 3):
             raise ValueError(f"pet_shifts must have shape [E, 3] = [{edge_index.shape[1]}, 3], "
                              f"got {tuple(shifts.shape)}")
-        if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        if edge_index.shape[1] == 0:
+            return edge_index, shifts
+        centre = edge_index[1]
+        outside, unsorted = torch.stack([(edge_index.min() < 0) | (edge_index.max() >= num_nodes),
+                                         (centre[1:] < centre[:-1]).any()]).tolist()
+        if outside:
             raise ValueError(f"pet_edge_index has atom indices outside [0, {num_nodes}); rebuild "
                              "the neighbour list for these atoms")
-        centre = edge_index[1]
-        if centre.numel() > 1 and bool((centre[1:] < centre[:-1]).any()):
+        if unsorted:
             order = torch.argsort(centre, stable=True)
             edge_index, shifts = edge_index[:, order], shifts[order]
         return edge_index, shifts
