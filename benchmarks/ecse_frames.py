@@ -8,7 +8,7 @@ reference), it prints frames per atom before/after pruning, the forward time (fr
 µs per atom) and forward+backward time (gradients w.r.t. the edge vectors), median of
 repeats, with ratios: reference/kernel and µs per atom relative to the smallest box.
 
-    python benchmarks/ecse_frames.py [--dtype float64] [--device cpu] [--repeats 5]
+    python benchmarks/ecse_frames.py [--dtype float64] [--device cpu] [--repeats 5] [--systems ...]
 """
 import argparse
 import contextlib
@@ -129,14 +129,23 @@ def main():
     parser.add_argument("--reference-max-atoms", type=int, default=12288,
                         help="skip the reference path above this many atoms")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--systems", nargs="+", default=None,
+                        help="subset of: ch4-100 ch4-1000 water-192 water-1536 water-12288")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
     generator = torch.Generator().manual_seed(0)
-    systems = [("CH4 x 100", random_methane(100, generator)), ("CH4 x 1000", random_methane(1000, generator)),
-               ("water 192", water_box(4, generator)), ("water 1536", water_box(8, generator)),
-               ("water 12288", water_box(16, generator))]
+    builders = {"ch4-100": ("CH4 x 100", lambda: random_methane(100, generator)),
+                "ch4-1000": ("CH4 x 1000", lambda: random_methane(1000, generator)),
+                "water-192": ("water 192", lambda: water_box(4, generator)),
+                "water-1536": ("water 1536", lambda: water_box(8, generator)),
+                "water-12288": ("water 12288", lambda: water_box(16, generator))}
+    chosen = args.systems or list(builders)
+    unknown = sorted(set(chosen) - set(builders))
+    if unknown:
+        parser.error(f"unknown systems {unknown}; choose from {list(builders)}")
+    systems = [(builders[key][0], builders[key][1]()) for key in chosen]
     paths = ["kernel", "reference"] if _extension.use_extension(device) else ["reference"]
     print(f"torch {torch.__version__}, {device}, {args.dtype}, {torch.get_num_threads()} threads, "
           f"R_out {R_OUT} Å, median of {args.repeats}; extension: {_extension.WITH_EXTENSION}")
