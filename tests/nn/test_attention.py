@@ -70,7 +70,7 @@ def test_explicit_double_backward():
         return attn(x, w.masked_fill(padding, 0.0), mode="explicit")
 
     assert torch.autograd.gradcheck(f, (x, w))
-    assert torch.autograd.gradgradcheck(f, (x, w))
+    assert torch.autograd.gradgradcheck(f, (x, w), fast_mode=True)
 
 
 def test_auto_rule():

@@ -223,3 +223,14 @@ def test_torch_compile_runs():
           "graph breaks")
     for reason in explanation.break_reasons:
         print("  break:", str(reason.reason).splitlines()[0][:150])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_and_explicit_models_agree(dtype):
+    fused = small_pet(attention="fused").to(dtype).eval()
+    explicit = small_pet(attention="explicit").to(dtype).eval()
+    explicit.load_state_dict(fused.state_dict())
+    data = batch_of(methane(dtype=dtype), periodic(6, dtype=dtype))
+    a, b = energy_and_forces(fused, data), energy_and_forces(explicit, data)
+    assert torch.allclose(a["energy"], b["energy"], atol=TOLERANCE[dtype] * 10, rtol=TOLERANCE[dtype])
+    assert torch.allclose(a["forces"], b["forces"], atol=TOLERANCE[dtype] * 10, rtol=0)
