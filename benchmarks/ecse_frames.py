@@ -4,9 +4,10 @@ Systems: batches of random CH4 (H uniform in a 3 Å ball, all distances >= 0.5 �
 periodic water-like boxes (O on a jittered grid at 0.0334 molecules/Å^3, H at 0.96 Å,
 HOH 104.5°, random orientations) of 192, 1,536 and 12,288 atoms; R_out = 5 Å. For each
 system, pool mode ("structure", "atom") and pair path (compiled kernel, pure-PyTorch
-reference), it prints frames per atom before/after pruning, the forward time (frames/s,
-µs per atom) and forward+backward time (gradients w.r.t. the edge vectors), median of
-repeats, with ratios: reference/kernel and µs per atom relative to the smallest box.
+reference), it prints frames per atom before/after pruning, the forward wall and CPU time
+(frames/s and µs per atom from the wall time) and forward+backward wall time (gradients
+w.r.t. the edge vectors), medians of repeats, with ratios: reference/kernel and µs per atom
+relative to the smallest system of the same kind (linear scaling = 1).
 
     python benchmarks/ecse_frames.py [--dtype float64] [--device cpu] [--repeats 5] [--systems ...]
 """
@@ -79,15 +80,18 @@ def _sync(device):
 
 
 def median_time(fn, repeats, device):
+    """Median wall time and median CPU time (all threads) of fn; CPU time is the steadier
+    of the two on a shared machine."""
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def run_case(system, mode, path, dtype, device, repeats):
@@ -114,11 +118,11 @@ def run_case(system, mode, path, dtype, device, repeats):
 
     with pair_path(path):
         out = forward()
-        t_forward = median_time(forward, repeats, device)
-        t_backward = median_time(forward_backward, max(1, repeats // 2), device)
+        t_forward, cpu_forward = median_time(forward, repeats, device)
+        t_backward, _ = median_time(forward_backward, max(1, repeats // 2), device)
     return dict(before=float(out.num_candidates.sum()) / num_atoms, after=out.frames.shape[0] / num_atoms,
                 frames=out.frames.shape[0], edges=centre.numel(), r_in=float(out.inner_cutoff.mean()),
-                forward=t_forward, forward_backward=t_backward, atoms=num_atoms)
+                forward=t_forward, cpu_forward=cpu_forward, forward_backward=t_backward, atoms=num_atoms)
 
 
 def main():
@@ -150,7 +154,7 @@ def main():
     print(f"torch {torch.__version__}, {device}, {args.dtype}, {torch.get_num_threads()} threads, "
           f"R_out {R_OUT} Å, median of {args.repeats}; extension: {_extension.WITH_EXTENSION}")
     header = (f"{'system':<12} {'N':>6} {'mode':<9} {'path':<9} {'E/N':>5} {'before/N':>8} {'after/N':>7} "
-              f"{'R_in':>5} {'fwd ms':>9} {'µs/atom':>8} {'kframes/s':>9} {'fwd+bwd ms':>10} "
+              f"{'R_in':>5} {'fwd ms':>9} {'cpu ms':>8} {'µs/atom':>8} {'kframes/s':>9} {'fwd+bwd ms':>10} "
               f"{'ref/kern':>8} {'µs/atom rel':>11}")
     print(header)
     print("-" * len(header))
@@ -170,6 +174,7 @@ def main():
                 smallest_per_atom.setdefault(key, per_atom)
                 print(f"{name:<12} {r['atoms']:>6} {mode:<9} {path:<9} {r['edges'] / r['atoms']:5.1f} "
                       f"{r['before']:8.2f} {r['after']:7.2f} {r['r_in']:5.2f} {1e3 * r['forward']:9.1f} "
+                      f"{1e3 * r['cpu_forward']:8.1f} "
                       f"{per_atom:8.1f} {r['frames'] / r['forward'] / 1e3:9.1f} "
                       f"{1e3 * r['forward_backward']:10.1f} {ratio} {per_atom / smallest_per_atom[key]:11.2f}",
                       flush=True)
