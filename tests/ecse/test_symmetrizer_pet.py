@@ -124,3 +124,21 @@ def test_pet_cuda(mode):
     assert torch.allclose(result["energy"].cpu(), expected["energy"], rtol=1e-10)
     assert torch.allclose(result["forces"].cpu(), expected["forces"], rtol=1e-8, atol=1e-10)
     assert_equivariant(sym, data.to("cuda"), "forces", num_rotations=1)
+
+
+@pytest.mark.parametrize("mode", ["structure", "atom"])
+def test_checkpointed_chunks_give_the_same_training_gradients(mode):
+    """Activation checkpointing per chunk (memory of one chunk) changes no number, also
+    when training on forces (double backward through PET's attention)."""
+    data = _molecules()
+    results = []
+    for checkpoint in (False, True):
+        torch.manual_seed(1)
+        pet = _pet(per_atom=mode == "atom", num_blocks=1)
+        sym = ECSESymmetrizer(pet, mode=mode, chunk_size=30, checkpoint=checkpoint)
+        result = energy_and_forces(sym, data, create_graph=True)
+        ((result["forces"] ** 2).sum() + result["energy"].sum()).backward()
+        gradient = torch.cat([p.grad.flatten() for p in pet.parameters() if p.grad is not None])
+        results.append((result["energy"].detach(), result["forces"].detach(), gradient))
+    for plain, checkpointed in zip(*results):
+        assert torch.allclose(plain, checkpointed, rtol=1e-12, atol=1e-12)

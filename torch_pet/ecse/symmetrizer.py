@@ -17,10 +17,12 @@ w_aux come from :func:`torch_pet.ecse.frames.ecse_frames`; y_S is exactly SO(3)
 
 Shapes: N atoms, B structures, E edges, F frames, C copies (one per frame), M copied atoms.
 """
+import contextlib
 import math
 from typing import Callable, Optional
 
 import torch
+import torch.utils.checkpoint
 from torch_geometric.data import Batch, Data
 
 from torch_pet.ecse.frames import ECSEFrames, ecse_frames
@@ -72,6 +74,9 @@ class ECSESymmetrizer(torch.nn.Module):
             (buffer ``extra_rotation``) instead of axis-aligned inputs.
         chunk_size: at most this many atoms per backbone call (copies are never split; a
             copy larger than chunk_size runs alone).
+        checkpoint: recompute each chunk in the backward pass instead of keeping its
+            activations (memory of one chunk instead of all copies, for about one extra
+            forward pass): True, False or "auto" (when there is more than one chunk).
         frame_options: keyword arguments of :func:`ecse_frames` (beta, delta_r, omega,
             delta_omega, weight_eps, beta_w, prune_steps).
         adapter: ``adapter(model, batch) -> Tensor`` for other call signatures, e.g.
@@ -94,7 +99,8 @@ class ECSESymmetrizer(torch.nn.Module):
         aux_model: Optional[torch.nn.Module] = None,
         o3: bool = False,
         extra_rotation: bool = True,
-        chunk_size: int = 32768,
+        chunk_size: int = 4096,
+        checkpoint="auto",
         frame_options: Optional[dict] = None,
         adapter: Optional[Callable] = None,
     ):
@@ -113,7 +119,9 @@ class ECSESymmetrizer(torch.nn.Module):
         self.model = model
         self.aux_model = aux_model
         self.output, self.per_atom, self.mode, self.o3 = output, bool(per_atom), mode, bool(o3)
-        self.chunk_size = chunk_size
+        if checkpoint not in (True, False, "auto"):
+            raise ValueError(f"ECSESymmetrizer: checkpoint must be True, False or 'auto', got {checkpoint!r}")
+        self.chunk_size, self.checkpoint = chunk_size, checkpoint
         self.frame_options = frame_options
         self.adapter = call_model if adapter is None else adapter
         self.cutoff = _outer_cutoff(model, cutoff)
@@ -160,20 +168,25 @@ class ECSESymmetrizer(torch.nn.Module):
         rows = s.num_atoms if self.per_atom else s.num_structures
         keys = atom_attribute_keys(data)
         total = None
-        for a, b in self._chunks(s.counts[frames.pool]):
+        chunks = self._chunks(s.counts[frames.pool])
+        for a, b in chunks:
             structure = frames.pool[a:b]  # [C]
             layout = copy_layout(s.ptr, structure)
             atom = layout.item  # the structures' atoms are contiguous: item = atom index
             relative = s.pos[atom] - s.pos[frames.centre[a:b]][layout.copy]
             cell = s.cell[structure] if s.cell is not None else None
             pbc = s.pbc[structure] if s.pbc is not None else None
-            inputs = rotated_batch(data, atom, layout, relative, rotation[a:b], cell, pbc, keys)
-            y = self._evaluate(self.model, inputs, atom.numel() if self.per_atom else b - a, "model")
+
+            def copies_output(relative, rotation, cell, atom=atom, layout=layout, pbc=pbc):
+                inputs = rotated_batch(data, atom, layout, relative, rotation, cell, pbc, keys)
+                y = self._evaluate(self.model, inputs, layout.item.numel() if self.per_atom
+                                   else layout.ptr.numel() - 1, "model")
+                return rotate_back(y, rotation[layout.copy] if self.per_atom else rotation, self.output)
+
+            y = self._run(copies_output, len(chunks), relative, rotation[a:b], cell)
             if self.per_atom:
-                y = rotate_back(y, rotation[a:b][layout.copy], self.output)
                 total = _accumulate(total, rows, atom, frames.weights[a:b][layout.copy], y)
             else:
-                y = rotate_back(y, rotation[a:b], self.output)
                 total = _accumulate(total, rows, structure, frames.weights[a:b], y)
         weight_sum = aux_weight + aux_weight.new_zeros(s.num_structures).index_add(
             0, frames.pool, frames.weights)  # [B]
@@ -213,14 +226,19 @@ class ECSESymmetrizer(torch.nn.Module):
         rotation = self._rotations(frames.frames)
         keys = atom_attribute_keys(data)
         total = None
-        for a, b in self._chunks(sub_ptr.diff()[frames.centre]):
+        chunks = self._chunks(sub_ptr.diff()[frames.centre])
+        for a, b in chunks:
             centre = frames.centre[a:b]  # [C]
             layout = copy_layout(sub_ptr, centre)
-            inputs = rotated_batch(data, sub_atom[layout.item], layout, sub_pos[layout.item],
-                                   rotation[a:b], keys=keys)
-            y = self._evaluate(self.model, inputs, layout.item.numel(), "model (atom mode needs "
-                               "per-atom outputs)")
-            y = rotate_back(y[layout.ptr[:-1]], rotation[a:b], self.output)  # centre rows
+            atom = sub_atom[layout.item]
+
+            def centre_output(relative, rotation, atom=atom, layout=layout):
+                inputs = rotated_batch(data, atom, layout, relative, rotation, keys=keys)
+                y = self._evaluate(self.model, inputs, layout.item.numel(),
+                                   "model (atom mode needs per-atom outputs)")
+                return rotate_back(y[layout.ptr[:-1]], rotation, self.output)  # centre rows
+
+            y = self._run(centre_output, len(chunks), sub_pos[layout.item], rotation[a:b])
             total = _accumulate(total, s.num_atoms, centre, frames.weights[a:b], y)
         weight_sum = aux_weight + aux_weight.new_zeros(s.num_atoms).index_add(
             0, frames.pool, frames.weights)
@@ -235,6 +253,16 @@ class ECSESymmetrizer(torch.nn.Module):
         if self.extra_rotation is None:
             return frames
         return frames @ self.extra_rotation.to(frames.dtype)
+
+    def _run(self, fn, num_chunks: int, *tensors) -> torch.Tensor:
+        """fn(*tensors), recomputed in the backward pass (activation checkpointing) when
+        ``checkpoint`` says so, so that only one chunk's activations live at a time."""
+        use = self.checkpoint if self.checkpoint != "auto" else num_chunks > 1
+        if not (use and torch.is_grad_enabled()):
+            return fn(*tensors)
+        return torch.utils.checkpoint.checkpoint(fn, *tensors, use_reentrant=False,
+                                                 preserve_rng_state=False,
+                                                 context_fn=_recompute_context)
 
     def _chunks(self, sizes: torch.Tensor) -> list:
         """Frame ranges [a, b) whose copies hold at most chunk_size atoms (at least 1 copy)."""
@@ -293,6 +321,29 @@ class ECSESymmetrizer(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
+
+
+def _recompute_context():
+    """Checkpoint contexts: the recomputation runs inside PET's double-backward mode if
+    the forward pass did (so that both passes take the same attention path)."""
+    from torch_pet.nn.attention import double_backward_requested
+
+    return contextlib.nullcontext(), (_DoubleBackward() if double_backward_requested()
+                                      else contextlib.nullcontext())
+
+
+class _DoubleBackward:
+    """Re-enterable :func:`torch_pet.nn.attention.double_backward` (checkpoint may
+    recompute a chunk more than once)."""
+
+    def __enter__(self):
+        from torch_pet.nn.attention import double_backward
+
+        self._context = double_backward()
+        return self._context.__enter__()
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)
 
 
 class _Structures:
