@@ -61,8 +61,8 @@ def test_bad_input_gives_an_error_message_and_exit_code(tmp_path, capsys):
 
 def test_main_job_quick(tmp_path, capsys):
     out = str(tmp_path / "main")
-    code = cli.main(["main", "--out", out, "--num-train", "16", "--epochs", "1", "--num-test",
-                     "4", "--no-progress"])
+    code = cli.main(["main", "--out", out, "--num-train", "16", "--num-val", "8", "--epochs", "1",
+                     "--num-test", "4", "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "yS (ECSE-PET)" in printed and "force MAE of yS (ECSE-PET) vs y0 (PET)" in printed

@@ -161,7 +161,8 @@ def symmetrize(model, aux_model=None):
 
 
 def main_job(*, out: str = "runs/main", num_train: Optional[int] = None,
-             epochs: Optional[int] = None, num_test: Optional[int] = None,
+             epochs: Optional[int] = None, num_val: Optional[int] = None,
+             num_test: Optional[int] = None,
              progress: bool = True, seed: int = 0, **_unused) -> List[dict]:
     """The README's main job on the bundled methane set; see the module docstring."""
     from torch_pet.evaluate import results_table, summary
@@ -170,7 +171,7 @@ def main_job(*, out: str = "runs/main", num_train: Optional[int] = None,
     settings = dict(MAIN_TRAINING)
     settings.update({k: v for k, v in (("num_train", num_train), ("epochs", epochs))
                      if v is not None})
-    common = dict(dataset="methane", num_train=settings["num_train"], seed=seed,
+    common = dict(dataset="methane", num_train=settings["num_train"], num_val=num_val, seed=seed,
                   batch_size=settings["batch_size"], lr=settings["lr"],
                   warmup_epochs=settings["warmup_epochs"], decay_factor=settings["decay_factor"],
                   progress=progress)
@@ -278,6 +279,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/main")
     p.add_argument("--num-train", type=int, help=f"default {MAIN_TRAINING['num_train']}")
     p.add_argument("--epochs", type=int, help=f"default {MAIN_TRAINING['epochs']}")
+    p.add_argument("--num-val", type=int, help="default: the whole validation split (500)")
     p.add_argument("--num-test", type=int, help="default: the whole test split (1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import ToyPotential
+from toy_potential import ToyPotential
 from torch_geometric.data import Batch
 
 import torch_pet.checkpoint as ckpt

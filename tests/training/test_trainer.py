@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from conftest import ToyPotential
+from toy_potential import ToyPotential
 from torch_geometric.data import Data
 
 from torch_pet.checkpoint import load_checkpoint

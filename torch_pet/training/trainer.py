@@ -18,7 +18,8 @@ the model's ``self_energies`` buffer, so that ``model(data)`` is the total energ
 network learns the remainder. Every step rotates each structure by its own random O(3)
 element (``augment.py``). Adam, linear warm-up then step decay of the learning rate (per
 optimizer step), gradient-norm clipping, validation every epoch, ``last.pt`` / ``best.pt``
-checkpoints, ``metrics.jsonl`` and ``learning_curve.png`` in ``out_dir``.
+checkpoints, ``metrics.jsonl`` (every epoch) and ``learning_curve.png`` (every 10 epochs and
+at the end) in ``out_dir``.
 
 Determinism and resume: the shuffling and the rotations of epoch k come from generators
 seeded with (seed, k), so a CPU run is reproduced exactly by the same seed, and a run
@@ -293,7 +294,7 @@ class Trainer:
             self._save(os.path.join(self.out_dir, "last.pt"))
             if improved:
                 self._save(os.path.join(self.out_dir, "best.pt"))
-            self._write_log()
+            self._write_log(plot=self.epoch % 10 == 0 or self.epoch == cfg.epochs)
             if cfg.progress:
                 tqdm.write(_summary(record))
         return self.history
@@ -334,11 +335,12 @@ class Trainer:
         torch.set_rng_state(state["torch_rng_state"])
         self._write_log()
 
-    def _write_log(self) -> None:
+    def _write_log(self, plot: bool = True) -> None:
+        """Rewrite metrics.jsonl; redraw the learning curve (every 10 epochs and at the end)."""
         with open(os.path.join(self.out_dir, "metrics.jsonl"), "w") as f:
             for record in self.history:
                 f.write(json.dumps(record) + "\n")
-        if self.config.plot and self.history:
+        if plot and self.config.plot and self.history:
             plot_learning_curve(self.history, os.path.join(self.out_dir, "learning_curve.png"))
 
 
