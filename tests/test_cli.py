@@ -8,7 +8,7 @@ import pytest
 from torch_pet import cli
 
 TINY = ["--hidden-channels", "8", "--num-heads", "2", "--num-layers", "1", "--num-blocks", "1",
-        "--ff-channels", "16", "--head-channels", "8"]
+        "--ff-channels", "16", "--head-channels", "8", "--no-progress"]
 
 
 def test_console_entry_point_help():
@@ -21,8 +21,7 @@ def test_console_entry_point_help():
 def test_train_then_evaluate_y0_and_ys(tmp_path, capsys):
     out = str(tmp_path / "run")
     code = cli.main(["train", "--dataset", "methane", "--num-train", "16", "--num-val", "8",
-                     "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--out", out,
-                     "--no-progress", *TINY])
+                     "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--out", out, *TINY])
     assert code == 0
     for name in ("best.pt", "last.pt", "metrics.jsonl", "learning_curve.png"):
         assert os.path.exists(os.path.join(out, name))
@@ -42,12 +41,33 @@ def test_train_then_evaluate_y0_and_ys(tmp_path, capsys):
 
 def test_resume_through_the_cli(tmp_path):
     out = str(tmp_path / "run")
-    args = ["train", "--num-train", "8", "--num-val", "4", "--batch-size", "4", "--out", out,
-            "--no-progress", *TINY]
+    args = ["train", "--num-train", "8", "--num-val", "4", "--batch-size", "4", "--out", out, *TINY]
     assert cli.main(args + ["--epochs", "1"]) == 0
     assert cli.main(args + ["--epochs", "2", "--resume"]) == 0
     lines = open(os.path.join(out, "metrics.jsonl")).read().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_train_on_a_periodic_extxyz_file(tmp_path):
+    ase = pytest.importorskip("ase")
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    frames = []
+    for seed in range(10):
+        atoms = bulk("Cu", cubic=True)
+        atoms.rattle(0.1, seed=seed)
+        atoms.calc = EMT()
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        frames.append(atoms)
+    path = str(tmp_path / "cu.xyz")
+    ase.io.write(path, frames, format="extxyz")
+    out = str(tmp_path / "run")
+    assert cli.main(["train", "--dataset", "extxyz", "--data", path, "--epochs", "1",
+                     "--batch-size", "4", "--cutoff", "3.0", "--out", out, *TINY]) == 0
+    record = json.loads(open(os.path.join(out, "metrics.jsonl")).read().splitlines()[0])
+    assert record["val_forces_mae"] > 0 and record["val_energy_mae_per_atom"] >= 0
 
 
 def test_bad_input_gives_an_error_message_and_exit_code(tmp_path, capsys):

@@ -61,3 +61,31 @@ def test_load_qm9_on_fixture(qm9_root):
     assert [len(splits[k]) for k in ("train", "val", "test")] == [3, 1, 2]
     seen = sorted(int(d.idx) for part in splits.values() for d in part)
     assert seen == list(range(6))
+
+
+TINY = ["--hidden-channels", "8", "--num-heads", "2", "--num-layers", "1", "--num-blocks", "1",
+        "--ff-channels", "16", "--head-channels", "8", "--no-progress"]
+
+
+@pytest.mark.parametrize("target,metric", [("U0", "val_energy_mae_per_atom"),
+                                           ("mu", "val_target_mae")])
+def test_cli_trains_pet_on_the_local_qm9(qm9_root, tmp_path, target, metric):
+    import json
+
+    from torch_pet import cli
+
+    out = str(tmp_path / target)
+    code = cli.main(["train", "--dataset", "qm9", "--data", qm9_root, "--target", target,
+                     "--qm9-split", "3", "1", "--epochs", "2", "--batch-size", "2", "--lr",
+                     "1e-3", "--out", out, *TINY])
+    assert code == 0
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert len(records) == 2 and metric in records[-1]
+    from torch_pet.checkpoint import load_model
+    model = load_model(os.path.join(out, "best.pt"))
+    assert model.species == [1, 6, 7, 8]
+    if target == "U0":  # self energies absorb the composition (species of the 3 train ones)
+        assert (model.self_energies[:, 0] <= 0).all()
+        assert int((model.self_energies[:, 0] < -10).sum()) >= 2
+    else:  # an intensive target: no self energies
+        assert torch.equal(model.self_energies, torch.zeros_like(model.self_energies))
