@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from toy_potential import ToyPotential
@@ -108,3 +110,29 @@ def test_hyperparameters_must_be_recoverable(tmp_path):
 
     with pytest.raises(ValueError, match="argument 'width' is not stored as an attribute"):
         ckpt.save_checkpoint(str(tmp_path / "x.pt"), Opaque())
+
+
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
+                       "checkpoint_v1_pet.pt")
+
+
+def test_format_1_fixture_still_loads_and_reproduces_its_reference():
+    from torch_geometric.data import Data
+
+    from torch_pet import PET
+    from torch_pet.nn.derivatives import energy_and_forces
+
+    record = ckpt.load_checkpoint(FIXTURE)
+    assert record["format_version"] == 1 and record["model"]["species"] == [1, 6]
+    assert record["model"]["hyperparameters"]["num_blocks"] == 2
+    model = ckpt.load_model(FIXTURE)
+    assert isinstance(model, PET) and next(model.parameters()).dtype == torch.float64
+    torch.testing.assert_close(model.self_energies,
+                               torch.tensor([[-13.25], [-60.5]], dtype=torch.float64))
+    meta = record["metadata"]
+    data = Data(z=torch.tensor(meta["reference_z"]),
+                pos=torch.tensor(meta["reference_pos"], dtype=torch.float64))
+    out = energy_and_forces(model, data)
+    assert out["energy"].item() == pytest.approx(meta["reference_energy"], abs=1e-9)
+    torch.testing.assert_close(out["forces"], torch.tensor(meta["reference_forces"],
+                                                           dtype=torch.float64))
