@@ -338,6 +338,8 @@ def test_bad_arguments_raise_clear_errors():
         ECSESymmetrizer(toy, mode="local")
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         ECSESymmetrizer(toy, chunk_size=0)
+    with pytest.raises(ValueError, match="checkpoint must be True, False or 'auto'"):
+        ECSESymmetrizer(toy, checkpoint="sometimes")
     with pytest.raises(ValueError, match=r"unknown frame_options \['gamma'\]"):
         ECSESymmetrizer(toy, frame_options={"gamma": 1.0})
     with pytest.raises(ValueError, match="no `cutoff` attribute; pass cutoff="):
