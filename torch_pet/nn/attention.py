@@ -17,8 +17,9 @@ Two implementations, equal to round-off:
   number so no ``-inf * 0`` NaN reaches a gradient). PyTorch's fused kernels have no double
   backward, and when the multipliers require grad (forces) PyTorch runs its unfused math
   backend anyway; the fused path pays off for energies without gradients.
-* ``"explicit"``: scores, masked softmax, multiply by w, renormalise, all differentiable any
-  number of times (training on forces needs the double backward).
+* ``"explicit"``: masked softmax P of the scores, then ``P (w v) / (P w)`` (the same
+  weights, renormalised), differentiable any number of times (training on forces needs
+  the double backward).
 
 ``attention="auto"`` resolves per call with :func:`resolve_attention`: **explicit when
 gradients are being recorded** (``torch.is_grad_enabled()``) **and a double backward may
@@ -77,17 +78,22 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        key_weight: torch.Tensor) -> torch.Tensor:
     """Softmax attention with the keys re-weighted by ``key_weight`` (double-differentiable).
 
-    Every row needs a key with nonzero weight (PET: the central token, weight 1).
+    With P the softmax of the scores (keys of weight 0 masked out), the output is
+    ``P (w v) / (P w)``: the weights enter through the values, so the only [L, L] tensor
+    kept for backward is P. Every row needs a key with nonzero weight (PET: the central
+    token, weight 1), so the denominator is positive.
 
     Shapes:
         q, k, v [B, H, L, D], key_weight [B, L] -> [B, H, L, D]
     """
-    scores = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, L, L]
-    weight = key_weight[:, None, None, :]  # [B, 1, 1, L]
-    scores = scores.masked_fill(weight <= 0, float("-inf"))
-    probs = torch.softmax(scores, dim=-1) * weight
-    probs = probs / probs.sum(dim=-1, keepdim=True)
-    return probs @ v
+    weight = key_weight[:, None, :, None]  # [B, 1, L, 1]
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # [B, H, L, L]
+    # in place is safe: the matmul's backward needs q and k, not its output
+    scores = scores.masked_fill_(weight.transpose(-1, -2) <= 0, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    weighted = torch.cat([v * weight, weight.expand(-1, v.shape[1], -1, -1)], dim=-1)
+    out = probs @ weighted  # [B, H, L, D+1]
+    return out[..., :-1] / out[..., -1:]
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
