@@ -322,6 +322,42 @@ def test_unsorted_pools_give_frames_sorted_by_pool():
         assert out.aux_weight[p] == ref.aux_weight[s]
 
 
+def test_periodic_water_box_with_radius_graph():
+    """The pipeline of the symmetrizer: torch_pet.ops.radius_graph on a periodic box; frames
+    rotate with the box (positions and cell) and do not change when atoms are wrapped."""
+    from torch_pet.ops import radius_graph
+
+    n = 3  # 27 molecules, 81 atoms, box ~9.3 Å
+    length = (n ** 3 / 0.0334) ** (1 / 3)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    oxygen = (grid.double() + 0.5) * length / n + 0.3 * torch.rand(n ** 3, 3, dtype=torch.float64)
+    rotations = torch.stack([random_rotation() for _ in range(n ** 3)])
+    hydrogen = oxygen[:, None] + _WATER[1:] @ rotations.transpose(1, 2)
+    pos = torch.cat([oxygen[:, None], hydrogen], dim=1).reshape(-1, 3)
+    cell = torch.eye(3, dtype=torch.float64) * length
+
+    def frames(pos, cell):
+        edge_index, _, vectors = radius_graph(pos, R_OUT, cell=cell, return_vectors=True)
+        return ecse_frames(vectors, edge_index[1], len(pos), torch.arange(len(pos)), len(pos),
+                           outer_cutoff=R_OUT)
+
+    out = frames(pos, cell)
+    assert out.frames.shape[0] > len(pos) and (out.aux_weight == 0).all()
+    rotation = random_rotation()
+    rot = frames(pos @ rotation.T, cell @ rotation.T)
+    wrapped = pos.clone()
+    wrapped[::4] += torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64) @ cell  # other images
+    wrap = frames(wrapped, cell)
+    for other in (rot, wrap):
+        for name in ("centre", "pool", "num_candidates"):
+            assert torch.equal(getattr(other, name), getattr(out, name)), name
+        torch.testing.assert_close(other.weights, out.weights, atol=1e-10, rtol=0)
+        torch.testing.assert_close(other.aux_weight, out.aux_weight, atol=1e-10, rtol=0)
+        torch.testing.assert_close(other.inner_cutoff, out.inner_cutoff, atol=1e-12, rtol=0)
+    torch.testing.assert_close(rot.frames, rotation @ out.frames, atol=1e-11, rtol=0)
+    torch.testing.assert_close(wrap.frames, out.frames, atol=1e-11, rtol=0)
+
+
 # ---- continuity: fine scans, all configurations of a scan in one batch
 
 
@@ -586,6 +622,11 @@ def test_bad_input_raises_clear_errors():
     kwargs = dict(outer_cutoff=R_OUT)
     with pytest.raises(ValueError, match="build the neighbour list with radius outer_cutoff"):
         ecse_frames(vectors, centre, 10, batch, 2, outer_cutoff=2.0)
+    # rounding-level excess (a graph test done in another arithmetic) is accepted
+    longest = float(vectors.norm(dim=-1).max())
+    ecse_frames(vectors, centre, 10, batch, 2, outer_cutoff=longest * (1 - 1e-6))
+    with pytest.raises(ValueError, match="build the neighbour list"):
+        ecse_frames(vectors, centre, 10, batch, 2, outer_cutoff=longest * (1 - 1e-3))
     with pytest.raises(ValueError, match="centre must be sorted ascending"):
         ecse_frames(vectors, centre.flip(0), 10, batch, 2, **kwargs)
     with pytest.raises(ValueError, match=r"pool_index must be an int64 tensor of shape \[N\]"):
