@@ -20,9 +20,11 @@ at its end. Training stops at the first step that starts after the budget is spe
 final weights are evaluated (no validation-based selection). Learning rate and batch size
 per model: ``MODELS`` below (each model's customary values, not tuned here).
 
-Every (model, size) runs in a fresh process with ``--threads`` torch threads (default 1);
-``--jobs`` runs that many at a time. The clock is wall time (``--clock wall``) or the
-process CPU time (``--clock cpu``, fairer on a shared machine); both are recorded.
+Every (model, size) runs in a fresh process with ``--threads`` torch threads (default 1).
+The sizes run one after the other; the models of one size run side by side (``--jobs``,
+default all of them), so that they share the machine, and whatever else runs on it, alike.
+The clock is wall time (``--clock wall``) or the process CPU time (``--clock cpu``, fairer
+on a machine shared with other work, but the run then takes longer); both are recorded.
 
 Outputs: the raw results (``--json``, default ``docs/results.json``), the figures
 (``--figures``, default ``docs/figures``: learning curves, force parity at the largest size,
@@ -270,7 +272,7 @@ def environment(args) -> dict:
     info = dict(torch=torch.__version__, torch_geometric=torch_geometric.__version__,
                 python=platform.python_version(), machine=platform.machine(),
                 processor=_cpu_model(), logical_cpus=os.cpu_count(), git_commit=(git(
-                    "rev-parse", "--short", "HEAD") or "").strip(), command=" ".join(sys.argv),
+                    "rev-parse", "--short", "HEAD") or "").strip(), command="python " + " ".join(sys.argv),
                 modified_tracked_files=(git("status", "--short", "--untracked-files=no")
                                         or "").splitlines(),
                 cuda=torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None)
@@ -318,21 +320,26 @@ def run_all(args) -> dict:
              for n in args.sizes for m in models]
     started = time.time()
     load_before = os.getloadavg()
+    jobs = args.jobs or len(models)
     print(f"[accuracy] {len(specs)} runs ({', '.join(models)} x sizes {args.sizes}), "
-          f"budget {args.budget:g} s ({args.clock} clock) each, {args.jobs} at a time, "
-          f"{args.threads} thread(s) per run, device {args.device}", flush=True)
+          f"budget {args.budget:g} s ({args.clock} clock) each, one round per size with "
+          f"{jobs} run(s) at a time, {args.threads} thread(s) per run, device {args.device}",
+          flush=True)
     results = []
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context,
-                                                max_tasks_per_child=1) as pool:
-        futures = {pool.submit(run_one, spec): spec for spec in specs}
-        for future in concurrent.futures.as_completed(futures):
-            result = future.result()
-            results.append(result)
-            print("[accuracy] " + run_summary(result), flush=True)
+    for size in args.sizes:  # a round: the models of one size, side by side
+        round_specs = [spec for spec in specs if spec["num_train"] == size]
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(round_specs)),
+                                                    mp_context=context,
+                                                    max_tasks_per_child=1) as pool:
+            futures = [pool.submit(run_one, spec) for spec in round_specs]
+            for future in concurrent.futures.as_completed(futures):
+                result = future.result()
+                results.append(result)
+                print("[accuracy] " + run_summary(result), flush=True)
     order = {(s["model"], s["num_train"]): i for i, s in enumerate(specs)}
     results.sort(key=lambda r: order[(r["model"], r["num_train"])])
-    return dict(settings=dict(vars(args), models=models), skipped=skipped,
+    return dict(settings=dict(vars(args), models=models, jobs=jobs), skipped=skipped,
                 environment=environment(args), started=time.strftime(
                     "%Y-%m-%d %H:%M:%S", time.localtime(started)),
                 total_wall_s=time.time() - started, load_average_before=load_before,
@@ -371,11 +378,13 @@ def parse_args(argv=None):
                    choices=sorted(MODELS))
     p.add_argument("--sizes", nargs="+", type=int, default=[250, 1000, 4000],
                    help="training-set sizes (first n structures of the training split)")
-    p.add_argument("--budget", type=float, default=100.0,
+    p.add_argument("--budget", type=float, default=200.0,
                    help="seconds of training per model and size")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="what the budget counts: wall time or the process CPU time")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one process each)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="runs at a time within a round (one process each); default: all the "
+                        "models of a size at once, so they share the machine equally")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
     p.add_argument("--seed", type=int, default=0)
@@ -398,8 +407,8 @@ def parse_args(argv=None):
                 "no GPU); install a CUDA build of torch (TORCH_SPEC=...) or use --device cpu")
     if not 1 <= args.num_test <= 1000:
         p.error("--num-test must be in [1, 1000] (the test split has 1000 structures)")
-    if args.budget <= 0 or args.jobs < 1 or args.threads < 1:
-        p.error("--budget, --jobs and --threads must be positive")
+    if args.budget <= 0 or args.jobs < 0 or args.threads < 1:
+        p.error("--budget and --threads must be positive, --jobs >= 0")
     return args
 
 

@@ -50,6 +50,9 @@ def plot_all(report: dict, folder: str) -> list:
     for ax, label in ((axes[0], "test force MAE (meV/Å)"),
                       (axes[1], "test energy MAE (meV/atom)")):
         ax.set(xscale="log", yscale="log", xlabel="training structures", ylabel=label)
+        sizes = sorted(report["settings"]["sizes"])
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle(f"Learning curves, distorted CH4, {budget:g} s of training per model and size")
@@ -132,11 +135,17 @@ def markdown(report: dict, figures: list, markdown_path: str) -> str:
              + (f", mace-torch {env['mace_torch']} (e3nn {env['e3nn']})"
                 if "mace_torch" in env else ""),
              f"* budget: {s['budget']:g} s of training per model and size ({s['clock']} clock), "
-             f"{s['threads']} torch thread(s) per run, {s['jobs']} run(s) at a time; "
+             f"{s['threads']} torch thread(s) per run; the models of one size trained side by side, "
+             f"{s['jobs']} at a time; "
              f"test: the first {s['num_test']} structures of the test split; yS on the first "
              f"{min(s['ecse_test'], s['num_test'])}; rotation errors on "
              f"{s['rotation_structures']} structures x 4 rotations in float64",
              ]
+    ok = [r for r in report["runs"] if "error" not in r]
+    if ok:
+        share = sum(r["train_cpu_s"] for r in ok) / sum(r["train_wall_s"] for r in ok)
+        lines.append(f"* CPU time actually received while training: {100 * share:.0f} % of the "
+                     "wall time on average (column 'train wall / CPU' below; 100 % = one core)")
     for name, reason in report.get("skipped", {}).items():
         lines.append(f"* **{name} skipped**: {reason}")
     for r in report["runs"]:
