@@ -83,7 +83,10 @@ def _per_atom_view(model: torch.nn.Module) -> Optional[torch.nn.Module]:
     if model.per_atom:
         return model
     view = copy.copy(model)  # shallow: parameters and submodules are shared
-    view.per_atom = True
+    try:
+        view.per_atom = True
+    except AttributeError:  # a read-only property: the model cannot switch
+        return None
     return view
 
 
