@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -24,8 +24,11 @@ MAIN_MODEL = dict(hidden_channels=64, num_heads=4, num_layers=2, num_blocks=2,
                   ff_channels=128, head_channels=64, cutoff=5.0, cutoff_width=0.2)
 MAIN_AUX_MODEL = dict(MAIN_MODEL, hidden_channels=32, num_layers=1, ff_channels=64,
                       head_channels=32, distance_only=True)
-MAIN_TRAINING = dict(num_train=3000, epochs=30, aux_epochs=5, batch_size=32, lr=2e-3,
-                     warmup_epochs=1.0, decay_every_epochs=10.0, decay_factor=0.5)
+MAIN_TRAINING = dict(num_train=4000, epochs=30, aux_epochs=5, batch_size=32, lr=1e-3,
+                     warmup_epochs=1.0, decay_every_epochs=8.0, decay_factor=0.5)
+
+# yS rows of the main job: ECSE with every frame, and with the paper's 4 pruning steps.
+MAIN_ECSE_PRUNE_STEPS = (0, 4)
 
 PET_ARGS = ("hidden_channels", "num_heads", "num_layers", "num_blocks", "ff_channels",
             "head_channels", "cutoff", "cutoff_width")
@@ -94,7 +97,7 @@ def train(*, dataset: str = "methane", data: Optional[str] = None, target: str =
           decay_every_epochs: float = 50.0, decay_factor: float = 0.5, seed: int = 0,
           dtype: str = "float32", resume: bool = False, distance_only: bool = False,
           progress: bool = True, model_options: Optional[dict] = None, aux_model=None,
-          qm9_split=(110_000, 10_000), **_unused):
+          qm9_split=(110_000, 10_000), device: str = "auto", **_unused):
     """Train PET on a dataset; returns ``(trainer, splits)``."""
     from torch_pet import PET
     from torch_pet.training import Trainer, TrainingConfig
@@ -115,33 +118,43 @@ def train(*, dataset: str = "methane", data: Optional[str] = None, target: str =
         target_key=splits["target_key"], progress=progress)
     metadata = {"dataset": dataset, "data": data, "target": target}
     trainer = Trainer(model, splits["train"], splits["val"], config, out, resume=resume,
-                      aux_model=aux_model, metadata=metadata)
+                      aux_model=aux_model, metadata=metadata, device=resolve_device(device))
     trainer.fit()
     return trainer, splits
 
 
 def evaluate(*, checkpoint: str, dataset: str = "methane", data: Optional[str] = None,
-             target: str = "U0", num_test=None, ecse: bool = True, out: Optional[str] = None,
+             target: str = "U0", num_test=None, ecse: bool = True,
+             ecse_prune_steps: Sequence[int] = (4,), out: Optional[str] = None,
              num_rotations: int = 8, num_rotation_structures: int = 50, batch_size: int = 64,
-             seed: int = 0, qm9_split=(110_000, 10_000), **_unused) -> List[dict]:
-    """Evaluate y0 (and yS with ``ecse``) of a checkpoint on a test split; prints the table."""
+             seed: int = 0, qm9_split=(110_000, 10_000), device: str = "auto",
+             **_unused) -> List[dict]:
+    """Evaluate y0 (and yS with ``ecse``) of a checkpoint on a test split; prints the table.
+
+    ``ecse_prune_steps``: one yS row per value of ECSE's ``prune_steps`` (4: the paper's
+    pruning to the frames within ~10% of the largest weight; 0: every frame kept).
+    """
     from torch_pet.checkpoint import build_model, load_checkpoint
     from torch_pet.evaluate import evaluate_model, results_table, summary
 
+    device = resolve_device(device)
     record = load_checkpoint(checkpoint)
-    model = build_model(record["model"])
-    aux = build_model(record["aux_model"]) if record["aux_model"] is not None else None
+    model = build_model(record["model"], device=device)
+    aux = (build_model(record["aux_model"], device=device)
+           if record["aux_model"] is not None else None)
     dtype = next(model.parameters()).dtype
     splits = load_splits(dataset, data=data, target=target, num_train=None, num_test=num_test,
                          seed=seed, dtype=dtype, qm9_split=qm9_split)
     test = splits["test"]
     models = [("y0 (PET)", model)]
     if ecse:
-        models.append(("yS (ECSE-PET)", symmetrize(model, aux)))
+        models += [(ys_name(steps), symmetrize(model, aux, prune_steps=steps))
+                   for steps in ecse_prune_steps]
     keys = {k: splits[k] for k in ("energy_key", "forces_key", "target_key")}
     results = [evaluate_model(m, test, name=name, **keys, num_rotations=num_rotations,
                               num_rotation_structures=num_rotation_structures,
-                              batch_size=batch_size, seed=seed) for name, m in models]
+                              batch_size=batch_size, seed=seed, device=device)
+               for name, m in models]
     table = results_table(results, reference="y0 (PET)" if ecse else None)
     print(table)
     if out is not None:
@@ -153,17 +166,31 @@ def evaluate(*, checkpoint: str, dataset: str = "methane", data: Optional[str] =
     return results
 
 
-def symmetrize(model, aux_model=None):
-    """The ECSE-wrapped model yS (same weights as ``model``)."""
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def ys_name(prune_steps: int) -> str:
+    return ("yS (ECSE, all frames)" if prune_steps == 0
+            else f"yS (ECSE, pruned x{prune_steps})")
+
+
+def symmetrize(model, aux_model=None, prune_steps: int = 4):
+    """The ECSE-wrapped model yS (same weights as ``model``), structure mode."""
     from torch_pet import ECSESymmetrizer
 
-    return ECSESymmetrizer(model, output="scalar", mode="structure", aux_model=aux_model)
+    return ECSESymmetrizer(model, output="scalar", mode="structure", aux_model=aux_model,
+                           frame_options={"prune_steps": prune_steps})
 
 
 def main_job(*, out: str = "runs/main", num_train: Optional[int] = None,
              epochs: Optional[int] = None, num_val: Optional[int] = None,
              num_test: Optional[int] = None,
-             progress: bool = True, seed: int = 0, **_unused) -> List[dict]:
+             progress: bool = True, seed: int = 0, device: str = "auto",
+             **_unused) -> List[dict]:
     """The README's main job on the bundled methane set; see the module docstring."""
     from torch_pet.evaluate import results_table, summary
 
@@ -171,10 +198,11 @@ def main_job(*, out: str = "runs/main", num_train: Optional[int] = None,
     settings = dict(MAIN_TRAINING)
     settings.update({k: v for k, v in (("num_train", num_train), ("epochs", epochs))
                      if v is not None})
+    settings["aux_epochs"] = min(settings["aux_epochs"], settings["epochs"])
     common = dict(dataset="methane", num_train=settings["num_train"], num_val=num_val, seed=seed,
                   batch_size=settings["batch_size"], lr=settings["lr"],
                   warmup_epochs=settings["warmup_epochs"], decay_factor=settings["decay_factor"],
-                  progress=progress)
+                  progress=progress, device=device)
     print(f"[main] training the distance-only auxiliary PET ({settings['aux_epochs']} epochs)")
     aux_trainer, _ = train(out=os.path.join(out, "aux"), epochs=settings["aux_epochs"],
                            decay_every_epochs=settings["aux_epochs"],
@@ -190,7 +218,8 @@ def main_job(*, out: str = "runs/main", num_train: Optional[int] = None,
     train_time = time.perf_counter() - start
     print(f"[main] training took {train_time / 60:.1f} min; evaluating y0 and yS")
     results = evaluate(checkpoint=os.path.join(out, "best.pt"), dataset="methane",
-                       num_test=num_test, out=out, seed=seed)
+                       num_test=num_test, out=out, seed=seed, device=device,
+                       ecse_prune_steps=MAIN_ECSE_PRUNE_STEPS)
     total = time.perf_counter() - start
     with open(os.path.join(out, "results.md"), "a") as f:
         f.write(f"\ntraining {train_time:.0f} s, total {total:.0f} s on "
@@ -243,6 +272,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--data", help="QM9 root folder, or the extended-XYZ file")
         p.add_argument("--target", default="U0", help="QM9 target (U0, mu, gap, ...)")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: cuda if any)")
         p.add_argument("--qm9-split", type=int, nargs=2, default=(110_000, 10_000),
                        metavar=("TRAIN", "VAL"), help="sizes of the random QM9 split")
 
@@ -272,6 +302,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write results.md / results.json here")
     p.add_argument("--num-test", type=int)
     p.add_argument("--no-ecse", dest="ecse", action="store_false")
+    p.add_argument("--ecse-prune-steps", type=int, nargs="+", default=[4],
+                   help="one yS row per value (0: keep every frame; 4: the paper's pruning)")
     p.add_argument("--num-rotations", type=int, default=8)
     p.add_argument("--num-rotation-structures", type=int, default=50)
 
@@ -282,6 +314,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-val", type=int, help="default: the whole validation split (500)")
     p.add_argument("--num-test", type=int, help="default: the whole test split (1000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: cuda if any)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
