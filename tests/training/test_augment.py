@@ -62,3 +62,13 @@ def test_augment_batch_draws_one_rotation_per_structure():
     torch.testing.assert_close(out.pos[1].norm(), torch.tensor(1.0))
     # the force on an atom stays parallel to its bond after rotation
     torch.testing.assert_close(out.forces[1], -out.pos[1])
+
+
+def test_vector_targets_rotate_with_the_structure():
+    one = Data(z=torch.tensor([8, 1]), pos=torch.tensor([[0.0, 0, 0], [0.0, 0, 1.0]]),
+               dipole=torch.tensor([[0.0, 0.0, 2.0]]))
+    batch = Batch.from_data_list([one, one.clone(), one.clone()])
+    out = augment_batch(batch, torch.Generator().manual_seed(5),
+                        structure_vector_keys=("cell", "dipole"))
+    # the dipole stays parallel to the rotated bond, with the same length
+    torch.testing.assert_close(out.dipole, 2.0 * out.pos[1::2])

@@ -142,3 +142,27 @@ def test_bad_configurations_fail_clearly(tmp_path, methane_small):
         Trainer(_model(), train, val, _config(energy_key=None, forces_key=None), str(tmp_path))
     with pytest.raises(ValueError, match=r"atomic numbers \[6\] are not among"):
         Trainer(_model(species=(1, 8)), train, val, _config(), str(tmp_path))
+
+
+def test_pet_training_is_reproducible_and_resumes_exactly(tmp_path, methane_small):
+    from torch_pet import PET
+
+    train, val = methane_small[0][:8], methane_small[1][:4]
+
+    def pet():
+        torch.manual_seed(0)
+        return PET(species=[1, 6], hidden_channels=8, num_heads=2, num_layers=1, num_blocks=2,
+                   ff_channels=16, head_channels=8)
+
+    config = _config(epochs=2, batch_size=4)
+    straight = pet()
+    Trainer(straight, train, val, config, str(tmp_path / "a")).fit()
+    again = pet()
+    Trainer(again, train, val, config, str(tmp_path / "b")).fit()
+    _assert_same_state(_state(straight), _state(again))
+
+    first = pet()
+    Trainer(first, train, val, _config(epochs=1, batch_size=4), str(tmp_path / "c")).fit()
+    resumed = pet()
+    Trainer(resumed, train, val, config, str(tmp_path / "c"), resume=True).fit()
+    _assert_same_state(_state(resumed), _state(straight))
