@@ -34,7 +34,8 @@ __all__ = ["ECSESymmetrizer"]
 
 #: R_out never exceeds this (Å), whatever the backbone's cutoff.
 MAX_OUTER_CUTOFF = 10.0
-_FRAME_OPTIONS = ("beta", "delta_r", "omega", "delta_omega", "weight_eps", "beta_w", "prune_steps")
+_FRAME_OPTIONS = ("beta", "delta_r", "omega", "delta_omega", "weight_eps", "beta_w", "prune_steps",
+                  "smooth_outer_cutoff")
 _EXTRA_ROTATION_SEED = 230519302
 
 
