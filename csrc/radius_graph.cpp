@@ -54,8 +54,7 @@ void check_radius_graph_args(const at::Tensor& pos, const at::Tensor& ptr, const
     TORCH_CHECK(p[b] <= p[b + 1], "radius_graph: ptr must be non-decreasing (atoms grouped by "
                 "structure); it decreases at position ", b);
   }
-  TORCH_CHECK(at::isfinite(pos).all().item<bool>(),
-              "radius_graph: pos contains NaN or Inf; fix the positions before building the graph");
+  // Finiteness of pos is checked by the kernels (in their first pass over the atoms).
   TORCH_CHECK(at::isfinite(cell).all().item<bool>(), "radius_graph: cell contains NaN or Inf");
 }
 
@@ -96,9 +95,16 @@ int64_t radius_graph_grids(std::vector<radius::Grid>& grids, const double* fmin,
                   "periodic images of the cell of structure ", b, "; use a smaller cutoff or a larger cell");
       scale += radius::norm3(g.basis + 3 * k) * images;
     }
-    const double search = r * (1.0 + 1e-6) + 64.0 * eps * scale;
-    total += radius::make_grid(fmin + 3 * b, fmax + 3 * b, search, p[b + 1] - p[b], bins_per_cutoff,
-                               total, g);
+    const double margin = 1e-6 * r + 64.0 * eps * scale;
+    // Wraps are stored as int32: bound |floor(f_k)| from the positions.
+    for (int k = 0; k < 3; ++k) {
+      const double* inv = g.inverse;
+      const double bound = max_abs_pos * (std::fabs(inv[k]) + std::fabs(inv[3 + k]) + std::fabs(inv[6 + k]));
+      TORCH_CHECK(!g.periodic[k] || bound < 1e9, "radius_graph: atoms of structure ", b, " lie more "
+                  "than 1e9 cells away from the origin; wrap the positions into the cell first");
+    }
+    total += radius::make_grid(fmin + 3 * b, fmax + 3 * b, r + margin, r - margin, p[b + 1] - p[b],
+                               bins_per_cutoff, total, g);
   }
   return total;
 }

@@ -1,13 +1,14 @@
 // torch_pet::radius_graph, CPU kernel: cell list per structure (kernels/radius_graph.h),
-// counting sort of the atoms by bin, then one pass over the centres, parallel over
-// contiguous chunks of centres with at::parallel_for. Each chunk collects its edges
-// (sorted per centre) in its own buffer; the buffers are then copied into the output.
+// counting sort of the atoms by bin, then one search pass over the centres in bin order,
+// parallel over chunks with at::parallel_for; each chunk keeps the (per centre sorted)
+// edges in its own buffer, and a second pass copies them to the output in centre order.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -28,16 +29,91 @@ namespace {
 
 // Bins of half the cutoff: 5^3 bins of (r/2)^3 cover less volume than 3^3 bins of r^3.
 constexpr int64_t kBinsPerCutoff = 2;
+// Below this many atoms the search runs on one thread.
+constexpr int64_t kParallelAtoms = 1024;
 
+// An edge as kept per centre until the output is written: either one packed 64-bit key
+// (neighbour << 24 | (s0 + 128) << 16 | (s1 + 128) << 8 | (s2 + 128)), whose order is the
+// canonical (neighbour, shift) order, when N < 2^39 and every |shift| < 128 (the usual
+// case), or the general Edge.
 struct Edge {
   int64_t neighbour;
-  int64_t shift[3];
+  int32_t shift[3];
+  static Edge make(int64_t j, int64_t s0, int64_t s1, int64_t s2) {
+    return Edge{j, {static_cast<int32_t>(s0), static_cast<int32_t>(s1), static_cast<int32_t>(s2)}};
+  }
+  bool operator<(const Edge& other) const {
+    return radius::edge_less_32(neighbour, shift, other.neighbour, other.shift);
+  }
 };
 
-struct ChunkEdges {
-  std::vector<int64_t> neighbour;
-  std::vector<int64_t> shifts;  // 3 per edge
+struct PackedEdge {
+  uint64_t key;
+  static PackedEdge make(int64_t j, int64_t s0, int64_t s1, int64_t s2) {
+    return PackedEdge{static_cast<uint64_t>(j) << 24 | static_cast<uint64_t>(s0 + 128) << 16 |
+                      static_cast<uint64_t>(s1 + 128) << 8 | static_cast<uint64_t>(s2 + 128)};
+  }
+  bool operator<(const PackedEdge& other) const { return key < other.key; }
 };
+
+inline void write_edge(const Edge& e, int64_t* neighbour, int64_t* shift) {
+  *neighbour = e.neighbour;
+  for (int c = 0; c < 3; ++c) shift[c] = e.shift[c];
+}
+
+inline void write_edge(const PackedEdge& e, int64_t* neighbour, int64_t* shift) {
+  *neighbour = static_cast<int64_t>(e.key >> 24);
+  for (int c = 0; c < 3; ++c) shift[c] = static_cast<int64_t>((e.key >> (8 * (2 - c))) & 255) - 128;
+}
+
+// Neighbour search over the centres in bin order (neighbouring centres read the same bins),
+// chunk by chunk in parallel; each chunk keeps the sorted edges of its centres in its own
+// buffer. Then the edges are copied to the output in centre order.
+template <typename Record, typename scalar_t>
+std::tuple<at::Tensor, at::Tensor> search_and_write(const radius::SearchData<scalar_t>& data,
+                                                    int64_t num_atoms, const at::TensorOptions& options) {
+  const int64_t num_chunks = num_atoms < kParallelAtoms ? 1 : 8 * at::get_num_threads();
+  std::vector<std::vector<Record>> buffers(num_chunks);
+  std::vector<int64_t> counts(num_atoms), start(num_atoms);  // per centre, in its chunk's buffer
+  std::vector<int32_t> chunk_of(num_atoms);
+  at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    std::vector<Record> local;
+    auto emit = [&](int64_t j, int64_t s0, int64_t s1, int64_t s2) { local.push_back(Record::make(j, s0, s1, s2)); };
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      std::vector<Record>& buffer = buffers[c];
+      const int64_t first = c * num_atoms / num_chunks, last = (c + 1) * num_atoms / num_chunks;
+      for (int64_t k = first; k < last; ++k) {
+        local.clear();
+        radius::visit_neighbours<true>(k, data, emit);
+        std::sort(local.begin(), local.end());
+        if (k == first) buffer.reserve(2 * (local.size() + 8) * static_cast<size_t>(last - first));
+        const int64_t i = data.sorted[k].atom;
+        counts[i] = static_cast<int64_t>(local.size());
+        start[i] = static_cast<int64_t>(buffer.size());
+        chunk_of[i] = static_cast<int32_t>(c);
+        buffer.insert(buffer.end(), local.begin(), local.end());
+      }
+    }
+  });
+  std::vector<int64_t> offset(num_atoms + 1, 0);
+  for (int64_t i = 0; i < num_atoms; ++i) offset[i + 1] = offset[i] + counts[i];
+  const int64_t num_edges = offset[num_atoms];
+  auto edge_index = at::empty({2, num_edges}, options);
+  auto shifts = at::empty({num_edges, 3}, options);
+  int64_t* neighbour_out = edge_index.data_ptr<int64_t>();
+  int64_t* centre_out = neighbour_out + num_edges;
+  int64_t* shifts_out = shifts.data_ptr<int64_t>();
+  at::parallel_for(0, num_atoms, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Record* edges = buffers[chunk_of[i]].data() + start[i];
+      for (int64_t n = 0, e = offset[i]; n < counts[i]; ++n, ++e) {
+        write_edge(edges[n], neighbour_out + e, shifts_out + 3 * e);
+        centre_out[e] = i;
+      }
+    }
+  });
+  return std::make_tuple(edge_index, shifts);
+}
 
 template <typename scalar_t>
 std::tuple<at::Tensor, at::Tensor> radius_graph_cpu_impl(const at::Tensor& pos, const at::Tensor& ptr,
@@ -49,136 +125,92 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cpu_impl(const at::Tensor& pos, 
   const int64_t* p = ptr.data_ptr<int64_t>();
   std::vector<radius::Grid> grids = radius_graph_bases(cell, pbc);
 
-  // Wrapped fractional coordinates, integer wraps and wrapped Cartesian positions.
+  // Per structure (about 16k atoms per task): wrapped fractional coordinates, integer wraps,
+  // wrapped Cartesian positions, bounding range of the fractional coordinates (used on
+  // non-periodic axes), largest |coordinate| and finiteness.
   std::vector<double> frac(3 * num_atoms), wrapped(3 * num_atoms);
   std::vector<int64_t> wrap(3 * num_atoms), batch(num_atoms);
-  at::parallel_for(0, num_structures, 1, [&](int64_t begin, int64_t end) {
+  std::vector<double> fmin(3 * num_structures), fmax(3 * num_structures), max_abs(num_structures);
+  std::vector<char> finite(num_structures, 1);
+  const int64_t grain = std::max<int64_t>(1, num_structures * 16384 / std::max<int64_t>(num_atoms, 1));
+  at::parallel_for(0, num_structures, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      for (int64_t i = p[b]; i < p[b + 1]; ++i) batch[i] = b;
-    }
-  });
-  at::parallel_for(0, num_atoms, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      radius::wrap_atom(x + 3 * i, grids[batch[i]], &frac[3 * i], &wrap[3 * i], &wrapped[3 * i]);
-    }
-  });
-  // Bounding range of the fractional coordinates of each structure (non-periodic axes).
-  std::vector<double> fmin(3 * num_structures, 0.0), fmax(3 * num_structures, 0.0);
-  at::parallel_for(0, num_structures, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      for (int k = 0; k < 3; ++k) {
-        double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-        for (int64_t i = p[b]; i < p[b + 1]; ++i) {
-          lo = std::min(lo, frac[3 * i + k]);
-          hi = std::max(hi, frac[3 * i + k]);
+      double lo[3], hi[3], largest = 0.0;
+      bool ok = true;
+      for (int k = 0; k < 3; ++k) { lo[k] = std::numeric_limits<double>::infinity(); hi[k] = -lo[k]; }
+      for (int64_t i = p[b]; i < p[b + 1]; ++i) {
+        batch[i] = b;
+        for (int c = 0; c < 3; ++c) {
+          const double v = static_cast<double>(x[3 * i + c]);
+          ok = ok && std::isfinite(v);
+          largest = std::max(largest, std::fabs(v));
         }
-        fmin[3 * b + k] = lo;
-        fmax[3 * b + k] = hi;
+        if (!ok) break;
+        radius::wrap_atom(x + 3 * i, grids[b], &frac[3 * i], &wrap[3 * i], &wrapped[3 * i]);
+        for (int k = 0; k < 3; ++k) {
+          lo[k] = std::min(lo[k], frac[3 * i + k]);
+          hi[k] = std::max(hi[k], frac[3 * i + k]);
+        }
       }
+      for (int k = 0; k < 3; ++k) { fmin[3 * b + k] = lo[k]; fmax[3 * b + k] = hi[k]; }
+      max_abs[b] = largest;
+      finite[b] = ok;
     }
   });
-  const double max_abs_pos = num_atoms > 0 ? pos.abs().max().item<double>() : 0.0;
+  for (int64_t b = 0; b < num_structures; ++b) {
+    TORCH_CHECK(finite[b], "radius_graph: pos contains NaN or Inf (structure ", b, "); fix the positions "
+                "before building the graph");
+  }
+  const double max_abs_pos = num_structures > 0 ? *std::max_element(max_abs.begin(), max_abs.end()) : 0.0;
   const int64_t num_bins = radius_graph_grids(grids, fmin.data(), fmax.data(), ptr, r, max_abs_pos,
                                               std::is_same<scalar_t, float>::value, kBinsPerCutoff);
 
   // Counting sort of the atoms by bin (stable: original order inside a bin).
-  std::vector<int64_t> bin(num_atoms), bin3(3 * num_atoms);
-  at::parallel_for(0, num_atoms, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) bin[i] = radius::atom_bin(&frac[3 * i], grids[batch[i]], &bin3[3 * i]);
-  });
+  std::vector<int64_t> bin(num_atoms);
+  for (int64_t i = 0; i < num_atoms; ++i) {
+    int64_t bin3[3];
+    bin[i] = radius::atom_bin(&frac[3 * i], grids[batch[i]], bin3);
+  }
   std::vector<int64_t> bin_start(num_bins + 1, 0);
   for (int64_t i = 0; i < num_atoms; ++i) ++bin_start[bin[i] + 1];
   for (int64_t q = 0; q < num_bins; ++q) bin_start[q + 1] += bin_start[q];
-  std::vector<int64_t> sorted_atom(num_atoms);
+  std::vector<radius::SortedAtom> sorted(num_atoms);
+  int64_t wrap_min = 0, wrap_max = 0;
   {
     std::vector<int64_t> fill(bin_start.begin(), bin_start.end() - 1);
-    for (int64_t i = 0; i < num_atoms; ++i) sorted_atom[fill[bin[i]]++] = i;
-  }
-  std::vector<double> sorted_wrapped(3 * num_atoms);
-  std::vector<int64_t> sorted_wrap(3 * num_atoms);
-  std::vector<scalar_t> sorted_pos(3 * num_atoms);
-  at::parallel_for(0, num_atoms, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t i = sorted_atom[k];
+    for (int64_t i = 0; i < num_atoms; ++i) {
+      radius::SortedAtom& a = sorted[fill[bin[i]]++];
       for (int c = 0; c < 3; ++c) {
-        sorted_wrapped[3 * k + c] = wrapped[3 * i + c];
-        sorted_wrap[3 * k + c] = wrap[3 * i + c];
-        sorted_pos[3 * k + c] = x[3 * i + c];
+        a.wrapped[c] = wrapped[3 * i + c];
+        a.wrap[c] = static_cast<int32_t>(wrap[3 * i + c]);
+        wrap_min = std::min(wrap_min, wrap[3 * i + c]);
+        wrap_max = std::max(wrap_max, wrap[3 * i + c]);
       }
+      a.structure = static_cast<int32_t>(batch[i]);
+      a.atom = i;
     }
-  });
+  }
 
   radius::SearchData<scalar_t> data;
   data.pos = x;
   data.cell = cell.data_ptr<scalar_t>();
-  data.ptr = p;
   data.grids = grids.data();
-  data.wrapped = wrapped.data();
-  data.wrap = wrap.data();
-  data.bin3 = bin3.data();
+  data.sorted = sorted.data();
   data.bin_start = bin_start.data();
-  data.sorted_atom = sorted_atom.data();
-  data.sorted_wrapped = sorted_wrapped.data();
-  data.sorted_wrap = sorted_wrap.data();
-  data.sorted_pos = sorted_pos.data();
-  data.num_structures = num_structures;
   const scalar_t cutoff = static_cast<scalar_t>(r);
   data.cutoff2 = cutoff * cutoff;
   data.loop = loop;
-
-  // One pass over the centres, chunk by chunk; each centre's edges sorted canonically.
-  const int64_t num_chunks = std::max<int64_t>(1, std::min<int64_t>(num_atoms, 8 * at::get_num_threads()));
-  std::vector<ChunkEdges> chunks(num_chunks);
-  std::vector<int64_t> counts(num_atoms);
-  auto chunk_begin = [&](int64_t c) { return c * num_atoms / num_chunks; };
-  at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Edge> local;
-    for (int64_t c = begin; c < end; ++c) {
-      ChunkEdges& out = chunks[c];
-      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i) {
-        local.clear();
-        auto emit = [&](int64_t j, int64_t s0, int64_t s1, int64_t s2) {
-          local.push_back(Edge{j, {s0, s1, s2}});
-        };
-        radius::visit_neighbours(i, data, emit);
-        std::sort(local.begin(), local.end(), [](const Edge& a, const Edge& b) {
-          return radius::edge_less(a.neighbour, a.shift, b.neighbour, b.shift);
-        });
-        counts[i] = static_cast<int64_t>(local.size());
-        for (const Edge& e : local) {
-          out.neighbour.push_back(e.neighbour);
-          out.shifts.insert(out.shifts.end(), e.shift, e.shift + 3);
-        }
-      }
+  // |S_k| <= |s'_k| + (w_max - w_min), |s'_k| <= (cutoff in cells) + 1.
+  double images = 0.0;
+  for (const radius::Grid& g : grids) {
+    for (int k = 0; k < 3; ++k) {
+      if (g.periodic[k]) images = std::max(images, std::sqrt(g.search2) * g.recip_norm[k] + 2.0);
     }
-  });
-  std::vector<int64_t> chunk_offset(num_chunks + 1, 0);
-  for (int64_t c = 0; c < num_chunks; ++c) {
-    chunk_offset[c + 1] = chunk_offset[c] + static_cast<int64_t>(chunks[c].neighbour.size());
   }
-  const int64_t num_edges = chunk_offset[num_chunks];
-  auto long_options = ptr.options();
-  auto edge_index = at::empty({2, num_edges}, long_options);
-  auto shifts = at::empty({num_edges, 3}, long_options);
-  int64_t* neighbour_out = edge_index.data_ptr<int64_t>();
-  int64_t* centre_out = neighbour_out + num_edges;
-  int64_t* shifts_out = shifts.data_ptr<int64_t>();
-  at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      ChunkEdges& chunk = chunks[c];
-      const int64_t offset = chunk_offset[c];
-      std::copy(chunk.neighbour.begin(), chunk.neighbour.end(), neighbour_out + offset);
-      std::copy(chunk.shifts.begin(), chunk.shifts.end(), shifts_out + 3 * offset);
-      int64_t e = offset;
-      for (int64_t i = chunk_begin(c); i < chunk_begin(c + 1); ++i) {
-        std::fill(centre_out + e, centre_out + e + counts[i], i);
-        e += counts[i];
-      }
-      std::vector<int64_t>().swap(chunk.neighbour);  // free early
-      std::vector<int64_t>().swap(chunk.shifts);
-    }
-  });
-  return std::make_tuple(edge_index, shifts);
+  const bool packed = num_atoms < (int64_t(1) << 39) && images + static_cast<double>(wrap_max - wrap_min) < 127.0;
+  auto result = packed ? search_and_write<PackedEdge>(data, num_atoms, ptr.options())
+                       : search_and_write<Edge>(data, num_atoms, ptr.options());
+  return result;
 }
 
 std::tuple<at::Tensor, at::Tensor> radius_graph_cpu(const at::Tensor& pos, const at::Tensor& ptr,

@@ -43,6 +43,8 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   if (num_atoms == 0) {
     return std::make_tuple(at::empty({2, 0}, long_options), at::empty({0, 3}, long_options));
   }
+  TORCH_CHECK(at::isfinite(pos).all().item<bool>(),
+              "radius_graph: pos contains NaN or Inf; fix the positions before building the graph");
   const auto stream = at::cuda::getCurrentCUDAStream();
   std::vector<radius::Grid> grids = radius_graph_bases(cell, pbc);
   auto grids_device = radius_graph_grids_tensor(grids, pos.device());
@@ -73,38 +75,27 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   const auto* grids_ptr = reinterpret_cast<const radius::Grid*>(grids_device.data_ptr<uint8_t>());
 
   auto bin = at::empty({num_atoms}, long_options);
-  auto bin3 = at::empty({num_atoms, 3}, long_options);
   radius::bin_atoms_kernel<<<num_blocks(num_atoms), kThreads, 0, stream>>>(
-      frac.data_ptr<double>(), batch.data_ptr<int64_t>(), grids_ptr, num_atoms, bin.data_ptr<int64_t>(),
-      bin3.data_ptr<int64_t>());
+      frac.data_ptr<double>(), batch.data_ptr<int64_t>(), grids_ptr, num_atoms, bin.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const auto order = std::get<1>(at::sort(bin, /*stable=*/true, /*dim=*/0, /*descending=*/false)).contiguous();
   auto bin_start = at::zeros({num_bins + 1}, long_options);
   bin_start.slice(0, 1).copy_(at::bincount(bin, {}, num_bins).cumsum(0));
 
-  auto sorted_wrapped = at::empty({num_atoms, 3}, double_options);
-  auto sorted_wrap = at::empty({num_atoms, 3}, long_options);
-  auto sorted_pos = at::empty({num_atoms, 3}, pos.options());
-  radius::gather_sorted_kernel<scalar_t><<<num_blocks(num_atoms), kThreads, 0, stream>>>(
+  auto sorted = at::empty({num_atoms * static_cast<int64_t>(sizeof(radius::SortedAtom))},
+                          pos.options().dtype(at::kByte));
+  auto* sorted_ptr = reinterpret_cast<radius::SortedAtom*>(sorted.data_ptr<uint8_t>());
+  radius::gather_sorted_kernel<<<num_blocks(num_atoms), kThreads, 0, stream>>>(
       order.data_ptr<int64_t>(), wrapped.data_ptr<double>(), wrap.data_ptr<int64_t>(),
-      pos.data_ptr<scalar_t>(), num_atoms, sorted_wrapped.data_ptr<double>(),
-      sorted_wrap.data_ptr<int64_t>(), sorted_pos.data_ptr<scalar_t>());
+      batch.data_ptr<int64_t>(), num_atoms, sorted_ptr);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   radius::SearchData<scalar_t> data;
   data.pos = pos.data_ptr<scalar_t>();
   data.cell = cell.data_ptr<scalar_t>();
-  data.ptr = ptr.data_ptr<int64_t>();
   data.grids = grids_ptr;
-  data.wrapped = wrapped.data_ptr<double>();
-  data.wrap = wrap.data_ptr<int64_t>();
-  data.bin3 = bin3.data_ptr<int64_t>();
+  data.sorted = sorted_ptr;
   data.bin_start = bin_start.data_ptr<int64_t>();
-  data.sorted_atom = order.data_ptr<int64_t>();
-  data.sorted_wrapped = sorted_wrapped.data_ptr<double>();
-  data.sorted_wrap = sorted_wrap.data_ptr<int64_t>();
-  data.sorted_pos = sorted_pos.data_ptr<scalar_t>();
-  data.num_structures = num_structures;
   const scalar_t cutoff = static_cast<scalar_t>(r);
   data.cutoff2 = cutoff * cutoff;
   data.loop = loop;

@@ -13,13 +13,16 @@
 // Search (cell list): per structure, fractional coordinates f = pos @ inverse(basis), where
 // the basis rows are the cell vectors on periodic axes and an orthonormal completion on the
 // others. Periodic coordinates are wrapped into [0, 1) (integer wrap w per atom), the others
-// binned over their bounding range. Bins are at least r * |b_k| wide in fraction k (|b_k|:
-// norm of the reciprocal vector, 1 / |b_k| the distance between lattice planes), so a centre
-// visits reach_k = ceil(r |b_k| / width_k) bins each side: one for ordinary cells, several
-// images when the cutoff exceeds the cell. A bin visited through image s' (wrapped
-// coordinates) gives S = s' - w_j + w_i for the original positions. Candidates pass a fast
-// test in double on wrapped positions with a slightly larger radius (`search2`, covers the
-// rounding of the exact test) before the exact test above.
+// binned over their bounding range; bins are about r |b_k| / 2 wide in fraction k (|b_k|:
+// norm of the reciprocal vector; 1 / |b_k| is the distance between lattice planes). A centre
+// scans the bins its sphere can reach, row by row: a row of bins along axis 2 is contiguous
+// in the bin-sorted atom array, so it is one linear scan per periodic image. Bins are
+// skipped by their distance to the centre: the plane distance along each axis (any cell),
+// or the Euclidean distance when the basis is orthogonal. The image s' (wrapped coordinates)
+// of a bin gives S = s' - w_j + w_i for the original positions. Candidates are tested in
+// double on wrapped positions; only in a thin shell around r (the width of a bound on the
+// rounding of the exact test, `inner2` <= d^2 < `search2`) does the exact test above
+// decide. Centres are processed in bin order, so neighbouring centres read the same bins.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -34,13 +37,16 @@ struct Grid {
   double basis[9];      // rows a_k (row-major); periodic rows are the cell rows
   double inverse[9];    // basis^-1: f_k = sum_c pos_c * inverse[3 * c + k]
   double origin[3];     // fractional coordinate of the first bin's lower edge
-  double inv_width[3];  // bins per unit of fractional coordinate
+  double width[3];      // bin width in fractional coordinate (0 for a flat axis)
+  double inv_width[3];  // 1 / width (0 for a flat axis)
   double recip_norm[3];  // |b_k|, norm of column k of inverse
+  double spacing[3];    // 1 / |b_k|: distance between lattice planes of axis k
   int64_t num_bins[3];
-  int64_t reach[3];     // bins visited on each side of the centre's bin
   int64_t periodic[3];
+  int64_t orthogonal;   // basis rows mutually orthogonal: bin distances add in quadrature
   int64_t bin_offset;   // index of the structure's first bin in the global bin array
   double search2;       // squared radius of the fast test (r plus a rounding margin)
+  double inner2;        // below it the fast test decides alone: (r minus the margin)^2
 };
 
 // Rounded arithmetic without contraction into FMA (nvcc contracts by default).
@@ -60,9 +66,24 @@ template <typename T>
 inline T sub_rn(T a, T b) { return a - b; }
 #endif
 
-TP_HOST_DEVICE inline int64_t floor_div(int64_t a, int64_t b) {
-  const int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+// floor(x) for |x| < 2^62 without a libm call (x86-64 without SSE4.1 has no inline floor).
+TP_HOST_DEVICE inline double floor_fast(double x) {
+#if defined(__CUDA_ARCH__)
+  return floor(x);
+#else
+  const double t = static_cast<double>(static_cast<int64_t>(x));
+  return t > x ? t - 1.0 : t;
+#endif
+}
+
+// Bin u (may lie outside [0, n)) along one axis: on periodic axes brought into [0, n) with
+// the image shift s; returns false when a non-periodic axis has no such bin. No division:
+// u lies within a few images of [0, n) unless the cutoff spans many cells.
+TP_HOST_DEVICE inline bool wrap_bin(int64_t& u, int64_t& s, int64_t n, int64_t periodic) {
+  if (!periodic) return u >= 0 && u < n;
+  while (u < 0) { u += n; --s; }
+  while (u >= n) { u -= n; ++s; }
+  return true;
 }
 
 // Structure of atom `atom`: the b with ptr[b] <= atom < ptr[b + 1] (ptr [B + 1] sorted).
@@ -142,20 +163,30 @@ inline bool make_basis(const double* cell, const bool* pbc, Grid& g) {
   const double scale = norm3(m) * norm3(m + 3) * norm3(m + 6);
   if (!(std::fabs(det) > 1e-10 * scale) || !std::isfinite(det)) return false;
   for (int i = 0; i < 9; ++i) g.inverse[i] = cof[i] / det;
+  g.orthogonal = 1;
+  for (int a = 0; a < 3; ++a) {
+    for (int b = a + 1; b < 3; ++b) {
+      const double dot = m[3 * a] * m[3 * b] + m[3 * a + 1] * m[3 * b + 1] + m[3 * a + 2] * m[3 * b + 2];
+      if (std::fabs(dot) > 1e-9 * norm3(m + 3 * a) * norm3(m + 3 * b)) g.orthogonal = 0;
+    }
+  }
   for (int k = 0; k < 3; ++k) {
     const double* inv = g.inverse;
     g.recip_norm[k] = std::sqrt(inv[k] * inv[k] + inv[3 + k] * inv[3 + k] + inv[6 + k] * inv[6 + k]);
+    g.spacing[k] = 1.0 / g.recip_norm[k];
   }
   return true;
 }
 
 // Bins of one structure of `num_atoms` atoms whose fractional coordinates span
 // [fmin_k, fmax_k] on non-periodic axes; `search_radius` includes the rounding margin and
-// `bins_per_cutoff` (>= 1) subdivides bins below the cutoff. At most max(8, num_atoms)
-// bins. Returns the number of bins.
+// bins are about search_radius / bins_per_cutoff wide; `inner_radius` is r minus the margin.
+// At most max(8, num_atoms) bins. Returns the number of bins.
 inline int64_t make_grid(const double* fmin, const double* fmax, double search_radius,
-                         int64_t num_atoms, int64_t bins_per_cutoff, int64_t bin_offset, Grid& g) {
+                         double inner_radius, int64_t num_atoms, int64_t bins_per_cutoff,
+                         int64_t bin_offset, Grid& g) {
   g.search2 = search_radius * search_radius;
+  g.inner2 = inner_radius > 0.0 ? inner_radius * inner_radius : 0.0;
   g.bin_offset = bin_offset;
   const double max_bins = static_cast<double>(num_atoms > 8 ? num_atoms : 8);
   double extent[3];
@@ -176,12 +207,8 @@ inline int64_t make_grid(const double* fmin, const double* fmax, double search_r
   }
   for (int k = 0; k < 3; ++k) {
     g.num_bins[k] = n[k];
-    const double width = extent[k] / static_cast<double>(n[k]);
-    g.inv_width[k] = width > 0.0 ? 1.0 / width : 0.0;
-    const double reach = search_radius * g.recip_norm[k];
-    int64_t m = width > 0.0 ? static_cast<int64_t>(std::ceil(reach / width)) : 0;
-    if (!g.periodic[k] && m > n[k] - 1) m = n[k] - 1;  // beyond the last bin there is nothing
-    g.reach[k] = m;
+    g.width[k] = extent[k] / static_cast<double>(n[k]);
+    g.inv_width[k] = g.width[k] > 0.0 ? 1.0 / g.width[k] : 0.0;
   }
   return n[0] * n[1] * n[2];
 }
@@ -215,7 +242,7 @@ TP_HOST_DEVICE inline void wrap_atom(const scalar_t* pos, const Grid& g, double*
 // bin index.
 TP_HOST_DEVICE inline int64_t atom_bin(const double* frac, const Grid& g, int64_t* bin3) {
   for (int k = 0; k < 3; ++k) {
-    double c = std::floor((frac[k] - g.origin[k]) * g.inv_width[k]);
+    double c = floor_fast((frac[k] - g.origin[k]) * g.inv_width[k]);
     const double last = static_cast<double>(g.num_bins[k] - 1);
     c = c < 0.0 ? 0.0 : (c > last ? last : c);
     bin3[k] = static_cast<int64_t>(c);
@@ -225,23 +252,23 @@ TP_HOST_DEVICE inline int64_t atom_bin(const double* frac, const Grid& g, int64_
 
 // ---- per centre -------------------------------------------------------------------------
 
-// Inputs of the neighbour search. "Sorted" arrays are ordered by bin (atoms of bin q are
-// entries bin_start[q] .. bin_start[q + 1] - 1); the others are in the original order.
+// One atom in bin order: wrapped position (double), integer wraps and original index.
+struct SortedAtom {
+  double wrapped[3];
+  int32_t wrap[3];
+  int32_t structure;
+  int64_t atom;
+};
+
+// Inputs of the neighbour search. `sorted` is ordered by bin (atoms of bin q are entries
+// bin_start[q] .. bin_start[q + 1] - 1); pos and cell are the original arrays.
 template <typename scalar_t>
 struct SearchData {
   const scalar_t* pos;        // [N, 3] original positions
   const scalar_t* cell;       // [B, 3, 3]
-  const int64_t* ptr;         // [B + 1]
   const Grid* grids;          // [B]
-  const double* wrapped;      // [N, 3] wrapped positions (double)
-  const int64_t* wrap;        // [N, 3]
-  const int64_t* bin3;        // [N, 3] bin coordinates of each atom
+  const SortedAtom* sorted;   // [N]
   const int64_t* bin_start;   // [num_bins + 1]
-  const int64_t* sorted_atom;     // [N] original index of sorted entry
-  const double* sorted_wrapped;   // [N, 3]
-  const int64_t* sorted_wrap;     // [N, 3]
-  const scalar_t* sorted_pos;     // [N, 3]
-  int64_t num_structures;
   scalar_t cutoff2;  // r * r in scalar_t
   bool loop;
 };
@@ -262,48 +289,125 @@ TP_HOST_DEVICE inline bool exact_inside(const scalar_t* pj, const scalar_t* pi, 
   return d2 < cutoff2;
 }
 
-// Calls emit(j, s0, s1, s2) for every edge j -> i (unordered; the caller sorts).
+// Unwrapped bins [lo, hi] along axis k within `radius` (Cartesian) of fractional coordinate
+// f; clipped to the existing bins on non-periodic axes (empty when lo > hi).
+TP_HOST_DEVICE inline void bin_range(double f, double radius, const Grid& g, int k, int64_t& lo, int64_t& hi) {
+  const double reach = radius * g.recip_norm[k];
+  lo = static_cast<int64_t>(floor_fast((f - reach - g.origin[k]) * g.inv_width[k]));
+  hi = static_cast<int64_t>(floor_fast((f + reach - g.origin[k]) * g.inv_width[k]));
+  if (!g.periodic[k]) {
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > g.num_bins[k] - 1 ? g.num_bins[k] - 1 : hi;
+  }
+}
+
+// Squared lower bound on the distance along axis k (to the lattice planes of the unwrapped
+// bin U) from fractional coordinate f.
+TP_HOST_DEVICE inline double bin_gap2(double f, int64_t bin, const Grid& g, int k) {
+  const double lo = g.origin[k] + static_cast<double>(bin) * g.width[k];
+  const double hi = lo + g.width[k];
+  const double gap = (lo > f ? lo - f : (f > hi ? f - hi : 0.0)) * g.spacing[k];
+  return gap * gap;
+}
+
+// Candidate at sorted position n, seen from centre `centre` through the bin image s' with
+// double-precision squared distance dist2 < search2: emits the edge if it exists.
 template <typename scalar_t, typename Emit>
-TP_HOST_DEVICE inline void visit_neighbours(int64_t i, const SearchData<scalar_t>& d, Emit& emit) {
-  const int64_t b = structure_of(d.ptr, d.num_structures, i);
-  const Grid& g = d.grids[b];
-  const scalar_t* cell = d.cell + 9 * b;
-  const scalar_t* pi = d.pos + 3 * i;
-  const double* wi = d.wrapped + 3 * i;
-  const int64_t* own_wrap = d.wrap + 3 * i;
-  const int64_t* own_bin = d.bin3 + 3 * i;
-  for (int64_t o0 = -g.reach[0]; o0 <= g.reach[0]; ++o0) {
-    int64_t u0 = own_bin[0] + o0, s0 = 0;
-    if (g.periodic[0]) { s0 = floor_div(u0, g.num_bins[0]); u0 -= s0 * g.num_bins[0]; }
-    else if (u0 < 0 || u0 >= g.num_bins[0]) continue;
-    for (int64_t o1 = -g.reach[1]; o1 <= g.reach[1]; ++o1) {
-      int64_t u1 = own_bin[1] + o1, s1 = 0;
-      if (g.periodic[1]) { s1 = floor_div(u1, g.num_bins[1]); u1 -= s1 * g.num_bins[1]; }
-      else if (u1 < 0 || u1 >= g.num_bins[1]) continue;
-      for (int64_t o2 = -g.reach[2]; o2 <= g.reach[2]; ++o2) {
-        int64_t u2 = own_bin[2] + o2, s2 = 0;
-        if (g.periodic[2]) { s2 = floor_div(u2, g.num_bins[2]); u2 -= s2 * g.num_bins[2]; }
-        else if (u2 < 0 || u2 >= g.num_bins[2]) continue;
-        // Centre seen from the image s' of the bin: candidate vector = wrapped_j - q.
+TP_HOST_DEVICE inline void accept_candidate(const SearchData<scalar_t>& d, const SortedAtom& centre,
+                                            const Grid& g, const scalar_t* cell, int64_t n,
+                                            const int64_t* image, double dist2, Emit& emit) {
+  const SortedAtom& other = d.sorted[n];
+  const int64_t t0 = image[0] - other.wrap[0] + centre.wrap[0];
+  const int64_t t1 = image[1] - other.wrap[1] + centre.wrap[1];
+  const int64_t t2 = image[2] - other.wrap[2] + centre.wrap[2];
+  const int64_t j = other.atom;
+  if (!d.loop && j == centre.atom && t0 == 0 && t1 == 0 && t2 == 0) return;
+  if (dist2 >= g.inner2 &&
+      !exact_inside(d.pos + 3 * j, d.pos + 3 * centre.atom, cell, t0, t1, t2, d.cutoff2)) {
+    return;
+  }
+  emit(j, t0, t1, t2);
+}
+
+// Calls emit(j, s0, s1, s2) for every edge j -> i of the centre at sorted position k
+// (unordered; the caller sorts). The double-precision distance decides directly outside
+// the shell inner2 <= d^2 < search2, where rounding of the exact test in scalar_t could
+// matter; inside the shell the exact test decides. kStaged (CPU): candidates within the
+// radius are first collected without branches, then accepted, which avoids a branch
+// misprediction per candidate; GPU threads take the plain loop.
+template <bool kStaged, typename scalar_t, typename Emit>
+TP_HOST_DEVICE inline void visit_neighbours(int64_t k, const SearchData<scalar_t>& d, Emit& emit) {
+  const SortedAtom& centre = d.sorted[k];
+  const Grid& g = d.grids[centre.structure];
+  const scalar_t* cell = d.cell + 9 * centre.structure;
+  const double search = std::sqrt(g.search2);
+  double f[3];
+  for (int a = 0; a < 3; ++a) {
+    f[a] = centre.wrapped[0] * g.inverse[a] + centre.wrapped[1] * g.inverse[3 + a] +
+           centre.wrapped[2] * g.inverse[6 + a];
+  }
+  int64_t lo0, hi0;
+  bin_range(f[0], search, g, 0, lo0, hi0);
+  for (int64_t b0 = lo0; b0 <= hi0; ++b0) {
+    const double gap0 = bin_gap2(f[0], b0, g, 0);
+    if (gap0 >= g.search2) continue;
+    int64_t u0 = b0, s0 = 0;
+    wrap_bin(u0, s0, g.num_bins[0], g.periodic[0]);
+    int64_t lo1, hi1;
+    bin_range(f[1], g.orthogonal ? std::sqrt(g.search2 - gap0) : search, g, 1, lo1, hi1);
+    for (int64_t b1 = lo1; b1 <= hi1; ++b1) {
+      const double gap1 = bin_gap2(f[1], b1, g, 1);
+      const double gap01 = g.orthogonal ? gap0 + gap1 : gap1;
+      if (gap01 >= g.search2) continue;
+      int64_t u1 = b1, s1 = 0;
+      wrap_bin(u1, s1, g.num_bins[1], g.periodic[1]);
+      const int64_t row = g.bin_offset + (u0 * g.num_bins[1] + u1) * g.num_bins[2];
+      int64_t lo2, hi2;
+      bin_range(f[2], g.orthogonal ? std::sqrt(g.search2 - gap01) : search, g, 2, lo2, hi2);
+      // The bins lo2..hi2 of this row, one contiguous run of atoms per periodic image.
+      for (int64_t b2 = lo2; b2 <= hi2;) {
+        int64_t u2 = b2, s2 = 0;
+        wrap_bin(u2, s2, g.num_bins[2], g.periodic[2]);
+        int64_t last = u2 + (hi2 - b2);
+        if (last > g.num_bins[2] - 1) last = g.num_bins[2] - 1;
+        b2 += last - u2 + 1;
+        const int64_t end = d.bin_start[row + last + 1];
+        int64_t n = d.bin_start[row + u2];
+        if (n == end) continue;
+        const int64_t image[3] = {s0, s1, s2};
+        // Centre seen from the image s' of the bins: candidate vector = wrapped_j - q.
         double q[3];
         for (int c = 0; c < 3; ++c) {
-          q[c] = wi[c] - (static_cast<double>(s0) * g.basis[c] + static_cast<double>(s1) * g.basis[3 + c] +
-                          static_cast<double>(s2) * g.basis[6 + c]);
+          q[c] = centre.wrapped[c] - (static_cast<double>(s0) * g.basis[c] +
+                                      static_cast<double>(s1) * g.basis[3 + c] +
+                                      static_cast<double>(s2) * g.basis[6 + c]);
         }
-        const int64_t bin = g.bin_offset + (u0 * g.num_bins[1] + u1) * g.num_bins[2] + u2;
-        const int64_t end = d.bin_start[bin + 1];
-        for (int64_t k = d.bin_start[bin]; k < end; ++k) {
-          const double* wj = d.sorted_wrapped + 3 * k;
-          const double dx = wj[0] - q[0], dy = wj[1] - q[1], dz = wj[2] - q[2];
-          if (dx * dx + dy * dy + dz * dz >= g.search2) continue;
-          const int64_t* other_wrap = d.sorted_wrap + 3 * k;
-          const int64_t t0 = s0 - other_wrap[0] + own_wrap[0];
-          const int64_t t1 = s1 - other_wrap[1] + own_wrap[1];
-          const int64_t t2 = s2 - other_wrap[2] + own_wrap[2];
-          const int64_t j = d.sorted_atom[k];
-          if (!d.loop && j == i && t0 == 0 && t1 == 0 && t2 == 0) continue;
-          if (!exact_inside(d.sorted_pos + 3 * k, pi, cell, t0, t1, t2, d.cutoff2)) continue;
-          emit(j, t0, t1, t2);
+        if constexpr (kStaged) {
+          constexpr int kStage = 64;
+          int64_t staged[kStage];
+          double staged_dist2[kStage];
+          while (n < end) {
+            const int64_t block_end = end - n > kStage ? n + kStage : end;
+            int count = 0;
+            for (; n < block_end; ++n) {
+              const double* w = d.sorted[n].wrapped;
+              const double dx = w[0] - q[0], dy = w[1] - q[1], dz = w[2] - q[2];
+              const double dist2 = dx * dx + dy * dy + dz * dz;
+              staged[count] = n;
+              staged_dist2[count] = dist2;
+              count += dist2 < g.search2 ? 1 : 0;
+            }
+            for (int c = 0; c < count; ++c) {
+              accept_candidate(d, centre, g, cell, staged[c], image, staged_dist2[c], emit);
+            }
+          }
+        } else {
+          for (; n < end; ++n) {
+            const double* w = d.sorted[n].wrapped;
+            const double dx = w[0] - q[0], dy = w[1] - q[1], dz = w[2] - q[2];
+            const double dist2 = dx * dx + dy * dy + dz * dz;
+            if (dist2 < g.search2) accept_candidate(d, centre, g, cell, n, image, dist2, emit);
+          }
         }
       }
     }
@@ -311,6 +415,13 @@ TP_HOST_DEVICE inline void visit_neighbours(int64_t i, const SearchData<scalar_t
 }
 
 // Canonical order of the edges of one centre: by neighbour, then shift (lexicographic).
+TP_HOST_DEVICE inline bool edge_less_32(int64_t ja, const int32_t* sa, int64_t jb, const int32_t* sb) {
+  if (ja != jb) return ja < jb;
+  if (sa[0] != sb[0]) return sa[0] < sb[0];
+  if (sa[1] != sb[1]) return sa[1] < sb[1];
+  return sa[2] < sb[2];
+}
+
 TP_HOST_DEVICE inline bool edge_less(int64_t ja, const int64_t* sa, int64_t jb, const int64_t* sb) {
   if (ja != jb) return ja < jb;
   if (sa[0] != sb[0]) return sa[0] < sb[0];

@@ -1,6 +1,6 @@
 // CUDA kernels of torch_pet::radius_graph: one thread per atom for the binning, one thread
-// per centre for the neighbour search (count pass, then fill pass writing the centre's
-// edges from its offset and sorting them). ATen-free so that a bare nvcc can compile-check
+// per centre (in bin order) for the neighbour search: count pass, then fill pass writing
+// each centre's edges from its offset and sorting them. ATen-free so that a bare nvcc can compile-check
 // them; the launch glue is in cuda/radius_graph_cuda.cu.
 #pragma once
 #include "kernels/radius_graph.h"
@@ -22,29 +22,30 @@ __global__ void wrap_atoms_kernel(const scalar_t* __restrict__ pos, const int64_
   wrap_atom(pos + 3 * i, grids[b], frac + 3 * i, wrap + 3 * i, wrapped + 3 * i);
 }
 
-// Global bin index and bin coordinates of every atom.
+// Global bin index of every atom.
 __global__ void bin_atoms_kernel(const double* __restrict__ frac, const int64_t* __restrict__ batch,
-                                 const Grid* __restrict__ grids, int64_t num_atoms,
-                                 int64_t* __restrict__ bin, int64_t* __restrict__ bin3) {
+                                 const Grid* __restrict__ grids, int64_t num_atoms, int64_t* __restrict__ bin) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= num_atoms) return;
-  bin[i] = atom_bin(frac + 3 * i, grids[batch[i]], bin3 + 3 * i);
+  int64_t bin3[3];
+  bin[i] = atom_bin(frac + 3 * i, grids[batch[i]], bin3);
 }
 
-// Copies of the per-atom data in bin order (order[k]: atom of sorted entry k).
-template <typename scalar_t>
+// The atoms in bin order (order[k]: atom of sorted entry k).
 __global__ void gather_sorted_kernel(const int64_t* __restrict__ order, const double* __restrict__ wrapped,
-                                     const int64_t* __restrict__ wrap, const scalar_t* __restrict__ pos,
-                                     int64_t num_atoms, double* __restrict__ sorted_wrapped,
-                                     int64_t* __restrict__ sorted_wrap, scalar_t* __restrict__ sorted_pos) {
+                                     const int64_t* __restrict__ wrap, const int64_t* __restrict__ batch,
+                                     int64_t num_atoms, SortedAtom* __restrict__ sorted) {
   const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (k >= num_atoms) return;
   const int64_t i = order[k];
+  SortedAtom a;
   for (int c = 0; c < 3; ++c) {
-    sorted_wrapped[3 * k + c] = wrapped[3 * i + c];
-    sorted_wrap[3 * k + c] = wrap[3 * i + c];
-    sorted_pos[3 * k + c] = pos[3 * i + c];
+    a.wrapped[c] = wrapped[3 * i + c];
+    a.wrap[c] = static_cast<int32_t>(wrap[3 * i + c]);
   }
+  a.structure = static_cast<int32_t>(batch[i]);
+  a.atom = i;
+  sorted[k] = a;
 }
 
 struct CountEdges {
@@ -65,25 +66,28 @@ struct WriteEdges {
   }
 };
 
+// One thread per centre, in bin order (threads of a warp read the same bins).
 template <typename scalar_t>
 __global__ void count_edges_kernel(SearchData<scalar_t> data, int64_t num_atoms, int64_t* __restrict__ counts) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= num_atoms) return;
+  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= num_atoms) return;
   CountEdges emit{0};
-  visit_neighbours(i, data, emit);
-  counts[i] = emit.count;
+  visit_neighbours<false>(k, data, emit);
+  counts[data.sorted[k].atom] = emit.count;
 }
 
-// Writes the edges of centre i from offsets[i] (exclusive prefix sum of the counts), sorted.
+// Writes the edges of each centre i from offsets[i] (exclusive prefix sum of the counts in
+// centre order) and sorts them.
 template <typename scalar_t>
-__global__ void fill_edges_kernel(SearchData<scalar_t> data, int64_t num_atoms,
-                                  const int64_t* __restrict__ offsets, int64_t* __restrict__ neighbour,
-                                  int64_t* __restrict__ centre, int64_t* __restrict__ shifts) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= num_atoms) return;
+__global__ void fill_edges_kernel(SearchData<scalar_t> data, int64_t num_atoms, const int64_t* __restrict__ offsets,
+                                  int64_t* __restrict__ neighbour, int64_t* __restrict__ centre,
+                                  int64_t* __restrict__ shifts) {
+  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= num_atoms) return;
+  const int64_t i = data.sorted[k].atom;
   const int64_t begin = offsets[i];
   WriteEdges emit{neighbour, shifts, begin};
-  visit_neighbours(i, data, emit);
+  visit_neighbours<false>(k, data, emit);
   for (int64_t e = begin; e < emit.next; ++e) centre[e] = i;
   sort_edges(neighbour, shifts, begin, emit.next);
 }
@@ -93,16 +97,12 @@ template __global__ void wrap_atoms_kernel<float>(const float*, const int64_t*, 
                                                   int64_t*, double*, int64_t*, double*);
 template __global__ void wrap_atoms_kernel<double>(const double*, const int64_t*, int64_t, const Grid*, int64_t,
                                                    int64_t*, double*, int64_t*, double*);
-template __global__ void gather_sorted_kernel<float>(const int64_t*, const double*, const int64_t*, const float*,
-                                                     int64_t, double*, int64_t*, float*);
-template __global__ void gather_sorted_kernel<double>(const int64_t*, const double*, const int64_t*,
-                                                      const double*, int64_t, double*, int64_t*, double*);
 template __global__ void count_edges_kernel<float>(SearchData<float>, int64_t, int64_t*);
 template __global__ void count_edges_kernel<double>(SearchData<double>, int64_t, int64_t*);
-template __global__ void fill_edges_kernel<float>(SearchData<float>, int64_t, const int64_t*, int64_t*,
-                                                  int64_t*, int64_t*);
-template __global__ void fill_edges_kernel<double>(SearchData<double>, int64_t, const int64_t*, int64_t*,
-                                                   int64_t*, int64_t*);
+template __global__ void fill_edges_kernel<float>(SearchData<float>, int64_t, const int64_t*,
+                                                  int64_t*, int64_t*, int64_t*);
+template __global__ void fill_edges_kernel<double>(SearchData<double>, int64_t, const int64_t*,
+                                                   int64_t*, int64_t*, int64_t*);
 #endif
 
 }  // namespace radius

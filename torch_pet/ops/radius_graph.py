@@ -13,8 +13,8 @@ number of atoms, any triclinic cell, cutoffs larger than the cell); the edge tes
 evaluated in the dtype of ``pos`` exactly as :func:`torch_pet.ops.reference.radius_graph_reference`
 does, so kernel, reference, CPU and CUDA agree bitwise, also at the cutoff.
 """
-import numbers
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -63,9 +63,15 @@ def radius_graph(
     full_cell, full_pbc = _cell_and_pbc(pos, cell, pbc, num_structures)
     r = float(r)
     if _extension.use_extension(pos.device):
-        edge_index, shifts = torch.ops.torch_pet.radius_graph(pos.detach(), ptr, full_cell.detach(),
-                                                              full_pbc, r, bool(loop))
+        try:  # the op checks that pos is finite in its first pass over the atoms
+            edge_index, shifts = torch.ops.torch_pet.radius_graph(pos.detach(), ptr, full_cell.detach(),
+                                                                  full_pbc, r, bool(loop))
+        except RuntimeError as err:
+            if "pos contains NaN or Inf" in str(err):
+                _check_finite(pos)
+            raise
     else:
+        _check_finite(pos)
         edge_index, shifts = radius_graph_reference(pos.detach(), ptr, full_cell.detach(), full_pbc,
                                                     r, bool(loop))
     if not return_vectors:
@@ -118,8 +124,12 @@ def _check_pos_and_cutoff(pos, r) -> None:
     r = float(r)
     if not math.isfinite(r) or r <= 0.0:
         raise ValueError(f"radius_graph: the cutoff r must be positive and finite, got {r}")
-    if pos.numel() and not bool(torch.isfinite(pos).all()):
-        bad = int((~torch.isfinite(pos)).any(dim=1).nonzero()[0])
+
+
+def _check_finite(pos) -> None:
+    not_finite = ~torch.isfinite(pos).all(dim=1)
+    if bool(not_finite.any()):
+        bad = int(not_finite.nonzero()[0])
         raise ValueError(f"radius_graph: pos contains NaN or Inf (first at atom {bad}); fix the "
                          "positions before building the graph")
 
