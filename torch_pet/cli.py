@@ -224,38 +224,45 @@ def main_job(*, out: str = "runs/main", num_train: Optional[int] = None,
     with open(os.path.join(out, "results.md"), "a") as f:
         f.write(f"\ntraining {train_time:.0f} s, total {total:.0f} s on "
                 f"{torch.get_num_threads()} threads\n")
-    plot_results(results, trainer.history, os.path.join(out, "results.png"))
+    tested = splits["test"][:results[0]["num_structures"]]
+    reference = torch.cat([data.forces for data in tested])
+    plot_results(results, trainer.history, reference, os.path.join(out, "results.png"))
     print(f"[main] done in {total / 60:.1f} min; table in {out}/results.md, plots in "
           f"{out}/results.png and {out}/learning_curve.png")
     return [summary(r) for r in results]
 
 
-def plot_results(results: List[dict], history: List[dict], path: str) -> None:
-    """Learning curve, force parity of y0 and yS, and their rotation errors in one PNG."""
+def plot_results(results: List[dict], history: List[dict], reference_forces: torch.Tensor,
+                 path: str) -> None:
+    """Learning curve, force parity of y0 and yS against the reference, rotation errors."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     epochs = [r["epoch"] for r in history]
-    axes[0].plot(epochs, [1e3 * r["val_forces_mae"] for r in history], marker="o", ms=3)
-    axes[0].set(yscale="log", xlabel="epoch", ylabel="val force MAE (meV/A)",
-                title="learning curve")
-    base = results[0]["prediction"]["forces"].flatten()
-    for r in results[1:]:
-        axes[1].scatter(base, r["prediction"]["forces"].flatten(), s=2, alpha=0.4,
-                        label=r["name"])
-    axes[1].set(xlabel=f"{results[0]['name']} force (eV/A)", ylabel="force (eV/A)",
-                title="yS vs y0 forces")
-    names = [r["name"] for r in results]
+    axes[0].plot(epochs, [1e3 * r["val_forces_mae"] for r in history], marker="o", ms=3,
+                 label="force MAE (meV/A)")
+    axes[0].plot(epochs, [1e3 * r["val_energy_mae_per_atom"] for r in history], marker="s",
+                 ms=3, label="energy MAE (meV/atom)")
+    axes[0].set(yscale="log", xlabel="epoch", title="validation learning curve")
+    reference = reference_forces.flatten()
+    for r, marker in zip(results, "o^sv"):
+        axes[1].scatter(reference, r["prediction"]["forces"].flatten(), s=3, alpha=0.4,
+                        marker=marker, label=r["name"])
+    low, high = float(reference.min()), float(reference.max())
+    axes[1].plot([low, high], [low, high], color="black", lw=0.8)
+    axes[1].set(xlabel="GFN2-xTB force component (eV/A)", ylabel="predicted (eV/A)",
+                title="test-set force parity")
+    names = [r["name"].replace(" (", "\n(") for r in results]
     for offset, key in ((-0.2, "rotation_energy_max"), (0.2, "rotation_forces_max")):
         axes[2].bar([i + offset for i in range(len(results))],
                     [max(r[key], 1e-17) for r in results], width=0.4,
-                    label=key.replace("rotation_", "").replace("_max", " (max)"))
-    axes[2].set(yscale="log", xticks=range(len(results)), xticklabels=names,
-                title="rotation error (float64)")
-    for ax in axes[1:]:
+                    label="energy (eV)" if "energy" in key else "forces (eV/A)")
+    axes[2].set(yscale="log", xticks=range(len(results)), title="max rotation error (float64)")
+    axes[2].set_xticklabels(names, fontsize=8)
+    for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
