@@ -121,7 +121,7 @@ def test_compile_graph_model_in_one_graph(pet):
     compiled = torch.compile(PETGraphModel(pet), fullgraph=True, dynamic=True,
                              backend="aot_eager")  # fullgraph: any graph break raises
     model = ExportedPET(pet, compiled)
-    for sizes in ((4, 9), (12, 7)):  # new N, E, K: no recompilation (B stays 2)
+    for sizes in ((4, 9), (12, 7, 5)):  # new N, E, K, B: no recompilation
         data = Batch.from_data_list([random_molecule(n, generator=n) for n in sizes])
         assert_same(energy_and_forces(model, data), energy_and_forces(pet, data))
 

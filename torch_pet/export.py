@@ -36,19 +36,22 @@ from torch_pet.nn.pet_conv import sequence_weights
 __all__ = ["graph_inputs", "PETGraphModel", "export_pet", "ExportedPET", "GRAPH_INPUTS"]
 
 #: Argument order of :meth:`PETGraphModel.forward` (the exported program's inputs).
-GRAPH_INPUTS = ("species", "pos", "cell", "batch", "edge_index", "shifts", "reverse", "slot",
-                "slot_mask")
+GRAPH_INPUTS = ("species", "pos", "cell", "batch", "neighbour", "centre", "shifts", "reverse",
+                "slot", "slot_mask")
 
 
 def graph_inputs(model, data) -> Dict[str, Tensor]:
     """The integer structure PET needs for ``data``, built eagerly, plus pos and cell.
 
     Non-periodic structures get a zero cell (their shifts are zero). ``slot_mask`` [N, K]
-    carries K, the padded per-centre width, as a shape.
+    carries K, the padded per-centre width, as a shape. The two rows of ``edge_index`` are
+    passed as two separate tensors (copies, not views): under torch.compile's duck shaping
+    a [2, E] input (or its base) would share its size-2 dimension with B = 2, and PyG's
+    ``edge_index.size(0) != 2`` check would then specialise B.
 
     Shapes:
-        -> species [N], pos [N, 3], cell [B, 3, 3], batch [N], edge_index [2, E],
-        shifts [E, 3], reverse [E], slot [E], slot_mask [N, K]
+        -> species [N], pos [N, 3], cell [B, 3, 3], batch [N], neighbour [E], centre [E]
+        (sorted), shifts [E, 3], reverse [E], slot [E], slot_mask [N, K]
     """
     from torch_pet import ops
 
@@ -67,7 +70,8 @@ def graph_inputs(model, data) -> Dict[str, Tensor]:
     if cell is None:
         cell = pos.new_zeros(num_graphs, 3, 3)
     return dict(species=species, pos=pos, cell=cell.reshape(num_graphs, 3, 3), batch=batch,
-                edge_index=edge_index, shifts=shifts, reverse=reverse, slot=layout.slot,
+                neighbour=edge_index[0].clone(), centre=edge_index[1].clone(),  # not views
+                shifts=shifts, reverse=reverse, slot=layout.slot,
                 slot_mask=layout.mask)
 
 
@@ -94,11 +98,11 @@ class PETGraphModel(torch.nn.Module):
         self.attention = attention or resolve_attention(model.attention, training=False)
 
     def forward(self, species: Tensor, pos: Tensor, cell: Tensor, batch: Tensor,
-                edge_index: Tensor, shifts: Tensor, reverse: Tensor, slot: Tensor,
-                slot_mask: Tensor) -> Tensor:
+                neighbour: Tensor, centre: Tensor, shifts: Tensor, reverse: Tensor,
+                slot: Tensor, slot_mask: Tensor) -> Tensor:
         model = self.model
         num_nodes, max_neighbours = slot_mask.shape
-        neighbour, centre = edge_index[0], edge_index[1]
+        edge_index = torch.stack([neighbour, centre])  # [2, E]
         edge_cell = cell.index_select(0, batch.index_select(0, centre))  # [E, 3, 3]
         vectors = pos.index_select(0, neighbour) - pos.index_select(0, centre) + torch.bmm(
             shifts.to(pos.dtype).unsqueeze(1), edge_cell).squeeze(1)  # [E, 3]
@@ -141,8 +145,8 @@ def export_pet(model, example, *, attention: Optional[str] = None):
     """
     inputs = graph_inputs(model, example)
     n, e, k, b = (torch.export.Dim(name, min=1) for name in ("N", "E", "K", "B"))
-    shapes = dict(species={0: n}, pos={0: n}, cell={0: b}, batch={0: n}, edge_index={1: e},
-                  shifts={0: e}, reverse={0: e}, slot={0: e}, slot_mask={0: n, 1: k})
+    shapes = dict(species={0: n}, pos={0: n}, cell={0: b}, batch={0: n}, neighbour={0: e},
+                  centre={0: e}, shifts={0: e}, reverse={0: e}, slot={0: e}, slot_mask={0: n, 1: k})
     if inputs["cell"].shape[0] == 1:
         shapes["cell"] = None  # a single-structure example cannot generalise B
     args = tuple(inputs[name] for name in GRAPH_INPUTS)
