@@ -15,10 +15,10 @@ Training (identical for all models): per-species self energies by least squares,
 ``0.1 MSE(E)/σ_E² + MSE(F)/σ_F²`` with σ the RMS of the training residual energies and
 forces, forces by autograd (``energy_and_forces(create_graph=True)``), a random O(3)
 rotation per structure per step, Adam, gradient-norm clipping at 10, and a learning rate
-that follows the budget: linear warm-up over the first 5 % of it, then cosine decay to 0
-at its end. Training stops at the first step that starts after the budget is spent; the
+that follows the budget: linear warm-up over its first ``--warmup`` fraction (0.2), then
+cosine decay to 0 at its end. Training stops at the first step that starts after the budget is spent; the
 final weights are evaluated (no validation-based selection). Learning rate and batch size
-per model: ``MODELS`` below (each model's customary values, not tuned here).
+per model: ``MODELS`` below. ``--seeds`` repeats everything per seed.
 
 Every (model, size) runs in a fresh process with ``--threads`` torch threads (default 1).
 The sizes run one after the other; the models of one size run side by side (``--jobs``,
@@ -61,10 +61,11 @@ from peers import MACEEnergy, SchNetEnergy, mace_available  # noqa: E402
 
 CUTOFF = 5.0
 SPECIES = (1, 6)
-# Customary learning rate and batch size of each model (PET: the project's main job;
-# SchNet: 1e-3 as in schnetpack's examples; MACE: lr 0.01 and batch 10, mace-torch's defaults).
+# Learning rate and batch size of each model. SchNet: 1e-3 as in schnetpack's examples;
+# MACE: lr 0.01 and batch 10, mace-torch's defaults; PET: the main job's batch 32 with lr 1e-3
+# (its 2e-3 often failed to take off within a few hundred steps; see docs/results.md).
 MODELS = {
-    "pet": dict(lr=2e-3, batch_size=32),
+    "pet": dict(lr=1e-3, batch_size=32),
     "schnet": dict(lr=1e-3, batch_size=32),
     "mace": dict(lr=1e-2, batch_size=10),
 }
@@ -130,7 +131,7 @@ class Clock:
         return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
 
 
-def learning_rate_factor(fraction: float, warmup: float = 0.05) -> float:
+def learning_rate_factor(fraction: float, warmup: float = 0.2) -> float:
     """Linear warm-up over the first ``warmup`` of the budget, then cosine decay to 0."""
     if fraction < warmup:
         return (fraction + 1e-3) / warmup
@@ -138,7 +139,8 @@ def learning_rate_factor(fraction: float, warmup: float = 0.05) -> float:
 
 
 def train_for_budget(model, train_set, stats, *, budget_s, clock_kind, lr, batch_size, seed,
-                     device, energy_weight=0.1, forces_weight=1.0, grad_clip=10.0) -> dict:
+                     device, warmup=0.2, energy_weight=0.1, forces_weight=1.0,
+                     grad_clip=10.0) -> dict:
     """Train until ``budget_s`` seconds of ``clock_kind`` are spent; returns counters."""
     from torch_pet.nn.derivatives import energy_and_forces
     from torch_pet.training.augment import augment_batch
@@ -161,7 +163,7 @@ def train_for_budget(model, train_set, stats, *, budget_s, clock_kind, lr, batch
                 done = True
                 break
             for group in optimizer.param_groups:
-                group["lr"] = lr * learning_rate_factor(spent / budget_s)
+                group["lr"] = lr * learning_rate_factor(spent / budget_s, warmup)
             batch = augment_batch(batch, rotations).to(device)
             out = energy_and_forces(model, batch, create_graph=True)
             loss = (energy_weight * (out["energy"] - batch.energy).pow(2).mean() / sigma_e ** 2
@@ -214,7 +216,7 @@ def run_one(spec: dict) -> dict:
         pass
     from torch_pet.datasets import DistortedMethane
 
-    result = {k: spec[k] for k in ("model", "num_train", "budget_s", "clock", "lr",
+    result = {k: spec[k] for k in ("model", "num_train", "budget_s", "clock", "warmup", "lr",
                                    "batch_size", "seed", "threads", "device")}
     try:
         device = torch.device(spec["device"])
@@ -227,7 +229,8 @@ def run_one(spec: dict) -> dict:
         result["config"] = {"pet": PET_CONFIG, "schnet": SCHNET, "mace": MACE}[spec["model"]]
         result["neighbours_per_atom"] = stats["neighbours"]
         result.update(train_for_budget(model, train_set, stats, budget_s=spec["budget_s"],
-                                       clock_kind=spec["clock"], lr=spec["lr"],
+                                       clock_kind=spec["clock"], warmup=spec["warmup"],
+                                       lr=spec["lr"],
                                        batch_size=spec["batch_size"], seed=spec["seed"],
                                        device=device))
         model.eval()
@@ -311,24 +314,27 @@ def run_all(args) -> dict:
         args.batch_size, int)}
     largest = max(args.sizes)
     specs = [dict(model=m, num_train=n, budget_s=args.budget, clock=args.clock,
-                  lr=overrides["lr"].get(m, MODELS[m]["lr"]),
+                  warmup=args.warmup, lr=overrides["lr"].get(m, MODELS[m]["lr"]),
                   batch_size=overrides["batch_size"].get(m, MODELS[m]["batch_size"]),
-                  seed=args.seed, threads=args.threads, device=args.device,
+                  seed=seed, threads=args.threads, device=args.device,
                   num_test=args.num_test, ecse_test=min(args.ecse_test, args.num_test),
                   rotation_structures=args.rotation_structures,
-                  parity=args.parity_structures if n == largest else 0)
-             for n in args.sizes for m in models]
+                  parity=args.parity_structures if n == largest and seed == args.seeds[0]
+                  else 0)
+             for n in args.sizes for seed in args.seeds for m in models]
     started = time.time()
     load_before = os.getloadavg()
     jobs = args.jobs or len(models)
-    print(f"[accuracy] {len(specs)} runs ({', '.join(models)} x sizes {args.sizes}), "
-          f"budget {args.budget:g} s ({args.clock} clock) each, one round per size with "
+    print(f"[accuracy] {len(specs)} runs ({', '.join(models)} x sizes {args.sizes} x seeds "
+          f"{args.seeds}), budget {args.budget:g} s ({args.clock} clock) each, one round per "
+          f"size and seed with "
           f"{jobs} run(s) at a time, {args.threads} thread(s) per run, device {args.device}",
           flush=True)
     results = []
     context = multiprocessing.get_context("spawn")
-    for size in args.sizes:  # a round: the models of one size, side by side
-        round_specs = [spec for spec in specs if spec["num_train"] == size]
+    rounds = [(n, seed) for n in args.sizes for seed in args.seeds]
+    for size, seed in rounds:  # a round: the models of one size and seed, side by side
+        round_specs = [s for s in specs if (s["num_train"], s["seed"]) == (size, seed)]
         with concurrent.futures.ProcessPoolExecutor(min(jobs, len(round_specs)),
                                                     mp_context=context,
                                                     max_tasks_per_child=1) as pool:
@@ -337,8 +343,8 @@ def run_all(args) -> dict:
                 result = future.result()
                 results.append(result)
                 print("[accuracy] " + run_summary(result), flush=True)
-    order = {(s["model"], s["num_train"]): i for i, s in enumerate(specs)}
-    results.sort(key=lambda r: order[(r["model"], r["num_train"])])
+    order = {(s["model"], s["num_train"], s["seed"]): i for i, s in enumerate(specs)}
+    results.sort(key=lambda r: order[(r["model"], r["num_train"], r["seed"])])
     return dict(settings=dict(vars(args), models=models, jobs=jobs), skipped=skipped,
                 environment=environment(args), started=time.strftime(
                     "%Y-%m-%d %H:%M:%S", time.localtime(started)),
@@ -357,7 +363,7 @@ def parse_overrides(items, kind) -> dict:
 
 
 def run_summary(r: dict) -> str:
-    head = f"{r['model']:>6} n={r['num_train']:<5}"
+    head = f"{r['model']:>6} n={r['num_train']:<5} seed {r['seed']}"
     if "error" in r:
         return f"{head} FAILED: {r['error']}"
     t = r["test"]
@@ -387,7 +393,11 @@ def parse_args(argv=None):
                         "models of a size at once, so they share the machine equally")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="one run per seed (initialisation, shuffling, rotations); the tables "
+                        "give the median and the range over seeds")
+    p.add_argument("--warmup", type=float, default=0.2,
+                   help="fraction of the budget spent on the linear learning-rate warm-up")
     p.add_argument("--num-test", type=int, default=1000, help="test structures (max 1000)")
     p.add_argument("--ecse-test", type=int, default=1000,
                    help="test structures on which PET yS is evaluated")
@@ -401,12 +411,17 @@ def parse_args(argv=None):
     p.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"))
     p.add_argument("--markdown", default=os.path.join(ROOT, "docs", "results.md"))
     p.add_argument("--from-json", help="skip training: redraw figures and tables from this JSON")
+    p.add_argument("--tag", default="",
+                   help="name of a second result set: figures get this prefix and the tables "
+                        "their own generated block in --markdown (give --json too)")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: torch.cuda.is_available() is False here (CPU-only torch or "
                 "no GPU); install a CUDA build of torch (TORCH_SPEC=...) or use --device cpu")
     if not 1 <= args.num_test <= 1000:
         p.error("--num-test must be in [1, 1000] (the test split has 1000 structures)")
+    if not 0.0 <= args.warmup < 1.0:
+        p.error("--warmup is a fraction of the budget in [0, 1)")
     if args.budget <= 0 or args.jobs < 0 or args.threads < 1:
         p.error("--budget and --threads must be positive, --jobs >= 0")
     return args
@@ -423,9 +438,10 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         print(f"[accuracy] raw results in {args.json}")
-    figures = plot_all(report, args.figures)
-    text = markdown(report, figures, args.markdown)
-    write_markdown(text, args.markdown)
+    prefix = f"{args.tag}_" if args.tag else ""
+    figures = plot_all(report, args.figures, prefix)
+    text = markdown(report, figures, args.markdown, args.tag)
+    write_markdown(text, args.markdown, args.tag)
     print(text)
     print(f"[accuracy] figures: {', '.join(figures)}; tables in {args.markdown}")
     return 0
