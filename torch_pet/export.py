@@ -8,8 +8,8 @@ What can be captured (details and measured graph breaks in ``tests/test_export.p
   the ECSE frame/pair lists have data-dependent sizes E, F (the custom ops carry fake
   kernels, but by default dynamo breaks on dynamic-output-shape ops), the padded width K
   (maximum neighbour count) is read with ``int(...)``, and ECSE chunks its rotated copies
-  in a Python loop and prunes frames with boolean masks. The pieces between breaks are
-  compiled.
+  in a Python loop, prunes frames with boolean masks and builds the PyG ``Batch`` of copies
+  outside the graph. The pieces between breaks are compiled.
 * :class:`PETGraphModel` — PET from positions *plus* the integer structure (neighbour
   list, reverse-edge map, padded slots) to energies — has no data-dependent shapes or
   control flow: ``torch.compile(..., fullgraph=True, dynamic=True)`` captures it in one

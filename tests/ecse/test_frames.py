@@ -119,7 +119,7 @@ def _cross(a, b):
 
 
 def slow_ecse_frames(pos, structure_of_atom, pool_of_atom, *, cutoff=R_OUT, o3=False, beta=5.0, delta_r=0.15,
-                     omega=0.2, delta_omega=0.15, eps=1e-10, beta_w=1.0, steps=4):
+                     omega=0.2, delta_omega=0.15, eps=1e-10, beta_w=1.0, steps=4, smooth_outer_cutoff=True):
     """Python loops over atoms and pairs, written straight from the method's formulas.
 
     Returns R_in per atom, {pool: aux weight}, {pool: number of frames before pruning}, and
@@ -157,6 +157,8 @@ def slow_ecse_frames(pos, structure_of_atom, pool_of_atom, *, cutoff=R_OUT, o3=F
                 continue
             w = (_f(rj, rin, delta_r) * _f(rk, rin, delta_r) * _q(s, omega - delta_omega, delta_omega)
                  * (s - (omega - delta_omega)) / delta_omega)
+            if smooth_outer_cutoff:
+                w *= _f(rj, cutoff, delta_r) * _f(rk, cutoff, delta_r)
             if w > eps:
                 e2 = [x / math.sqrt(s) for x in c]
                 e3 = _cross(uj, e2)
@@ -196,7 +198,8 @@ def slow_ecse_frames(pos, structure_of_atom, pool_of_atom, *, cutoff=R_OUT, o3=F
 
 @pytest.mark.parametrize("mode", ["structure", "atom"])
 @pytest.mark.parametrize("o3", [False, True])
-def test_matches_slow_per_atom_oracle(mode, o3):
+@pytest.mark.parametrize("smooth_outer_cutoff", [True, False])
+def test_matches_slow_per_atom_oracle(mode, o3, smooth_outer_cutoff):
     pos, batch = random_clusters(12)
     ch4, ch4_batch = random_ch4(6)
     pos = torch.cat([pos, ch4])
@@ -205,8 +208,10 @@ def test_matches_slow_per_atom_oracle(mode, o3):
     # Unpruned weights match to round-off; each pruning step multiplies the rounding error of
     # the weights it cuts by the slope of q(w; 0.9 M, 0.1 M) (seen: 6e-14 -> 6e-12 in 4 steps).
     for steps, weight_tol in ((0, 1e-12), (4, 1e-10)):
-        out, neighbour = frames_of(pos, batch, mode=mode, o3=o3, prune_steps=steps)
-        r_in, aux, before, kept = slow_ecse_frames(pos, batch.tolist(), pool_of_atom, o3=o3, steps=steps)
+        out, neighbour = frames_of(pos, batch, mode=mode, o3=o3, prune_steps=steps,
+                                   smooth_outer_cutoff=smooth_outer_cutoff)
+        r_in, aux, before, kept = slow_ecse_frames(pos, batch.tolist(), pool_of_atom, o3=o3, steps=steps,
+                                                   smooth_outer_cutoff=smooth_outer_cutoff)
 
         torch.testing.assert_close(out.inner_cutoff, torch.tensor(r_in, dtype=torch.float64), atol=1e-12, rtol=0)
         num_pools = len(aux)
@@ -449,22 +454,30 @@ def _lone_atom_leaving(distance):
     return configurations
 
 
-def test_continuity_at_the_outer_cutoff_in_sparse_environments_with_smooth_outer_cutoff():
+def test_continuity_at_the_outer_cutoff_in_sparse_environments():
     """Where an atom has no well-conditioned pair well inside R_out, R_in -> R_out + delta_r and
-    f(r; R_in) alone does not switch its frames off at R_out (the reference method jumps there:
-    e.g. H4 pulled off methane at 4.523 Å, w_aux of H4 0 -> 0.47); smooth_outer_cutoff fixes it."""
-    values = _assert_continuous(_lone_atom_leaving, 4.0, 5.6, 800, smooth_outer_cutoff=True,
+    f(r; R_in) alone does not switch its frames off at R_out; the default smooth_outer_cutoff
+    factor f(r; R_out) does."""
+    values = _assert_continuous(_lone_atom_leaving, 4.0, 5.6, 800,
                                 max_jump={"R_in": 0.05, "w_aux": 0.5, "probe": 2.5})
     assert values["R_in"][:, 3].max() > 5.0  # the regime where f(r; R_in) alone is not enough
-    values = _assert_continuous(_methane_with_moving_h, 3.5, 6.0, 1250, smooth_outer_cutoff=True,
+    values = _assert_continuous(_methane_with_moving_h, 3.5, 6.0, 1250,
                                 max_jump={"R_in": 0.05, "w_aux": 0.5, "probe": 2.5})
     assert values["R_in"][:, 4].max() > 5.0
 
 
+def test_published_weights_jump_at_the_outer_cutoff_in_sparse_environments():
+    """The published weights (smooth_outer_cutoff=False) are discontinuous there (e.g. H4
+    pulled off methane at 4.523 Å: w_aux of H4 0 -> 0.47): the reason for the default."""
+    with pytest.raises(AssertionError, match="discontinuous|jumps by"):
+        _assert_continuous(_methane_with_moving_h, 3.5, 6.0, 1250, smooth_outer_cutoff=False,
+                           max_jump={"R_in": 0.05, "w_aux": 0.5, "probe": 2.5})
+
+
 def test_smooth_outer_cutoff_changes_nothing_when_r_in_is_well_inside():
     pos, batch = random_ch4(20)
-    plain, _ = frames_of(pos, batch)
-    smooth, _ = frames_of(pos, batch, smooth_outer_cutoff=True)
+    plain, _ = frames_of(pos, batch, smooth_outer_cutoff=False)
+    smooth, _ = frames_of(pos, batch)
     inside = plain.inner_cutoff[plain.centre] <= R_OUT - 0.15
     assert inside.float().mean() > 0.9
     torch.testing.assert_close(plain.inner_cutoff, smooth.inner_cutoff, atol=0, rtol=0)

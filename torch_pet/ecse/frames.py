@@ -82,7 +82,7 @@ def ecse_frames(
     weight_eps: float = 1e-10,
     beta_w: float = 1.0,
     prune_steps: int = 4,
-    smooth_outer_cutoff: bool = False,
+    smooth_outer_cutoff: bool = True,
 ) -> ECSEFrames:
     """Weighted ECSE frames of every atom, pooled and pruned; differentiable in edge_vectors.
 
@@ -99,11 +99,12 @@ def ecse_frames(
         beta, delta_r, omega, delta_omega: inner-cutoff and weight parameters (Å⁻¹, Å, -, -).
         weight_eps, beta_w, prune_steps: pruning parameters.
         smooth_outer_cutoff: also multiply each frame weight by f(r; R_out, delta_r) of both
-            edges. Not part of the reference method, whose weights only switch off at R_in:
+            edges (default). The method as published switches weights off only at R_in:
             where R_in > R_out - delta_r (an atom without a well-conditioned pair well inside
             R_out, where R_in -> R_out + delta_r) a frame then vanishes abruptly when one of
-            its neighbours crosses R_out. With this option frames fade out smoothly there; it
-            changes nothing where R_in <= R_out - delta_r.
+            its neighbours crosses R_out. With this factor frames fade out smoothly there; it
+            changes nothing where R_in <= R_out - delta_r. ``False`` gives the published
+            weights exactly.
 
     Shapes:
         edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`ECSEFrames`

@@ -114,4 +114,11 @@ def rotated_batch(
         attributes["cell"] = cell @ rotation
     if pbc is not None:
         attributes["pbc"] = pbc
-    return Batch(pos=pos, batch=layout.copy, ptr=layout.ptr, **attributes)
+    return _make_batch(pos=pos, batch=layout.copy, ptr=layout.ptr, **attributes)
+
+
+@torch.compiler.disable
+def _make_batch(**attributes) -> Batch:
+    """``Batch(**attributes)``, built outside torch.compile graphs: dynamo cannot rebuild a
+    PyG Batch created inside a graph when the backbone it is passed to breaks the graph."""
+    return Batch(**attributes)
