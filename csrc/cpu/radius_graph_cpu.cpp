@@ -1,4 +1,5 @@
-// torch_pet::radius_graph, CPU kernel: cell list per structure (kernels/radius_graph.h),
+// torch_pet::radius_graph, CPU kernel. Batches of small non-periodic structures: all pairs
+// per structure (brute_force_cpu_impl). Otherwise: cell list per structure (kernels/radius_graph.h),
 // counting sort of the atoms by bin, then one search pass over the centres in bin order,
 // parallel over chunks with at::parallel_for; each chunk keeps the (per centre sorted)
 // edges in its own buffer, and a second pass copies them to the output in centre order.
@@ -31,6 +32,8 @@ namespace {
 constexpr int64_t kBinsPerCutoff = 2;
 // Below this many atoms the search runs on one thread.
 constexpr int64_t kParallelAtoms = 1024;
+// Batches of non-periodic structures of at most this many atoms each skip the cell list.
+constexpr int64_t kBruteForceAtoms = 64;
 
 // An edge as kept per centre until the output is written: either one packed 64-bit key
 // (neighbour << 24 | (s0 + 128) << 16 | (s1 + 128) << 8 | (s2 + 128)), whose order is the
@@ -109,6 +112,72 @@ std::tuple<at::Tensor, at::Tensor> search_and_write(const radius::SearchData<sca
       for (int64_t n = 0, e = offset[i]; n < counts[i]; ++n, ++e) {
         write_edge(edges[n], neighbour_out + e, shifts_out + 3 * e);
         centre_out[e] = i;
+      }
+    }
+  });
+  return std::make_tuple(edge_index, shifts);
+}
+
+bool use_brute_force(const at::Tensor& ptr, const at::Tensor& pbc) {
+  if (pbc.numel() > 0 && pbc.any().item<bool>()) return false;
+  const int64_t* p = ptr.data_ptr<int64_t>();
+  for (int64_t b = 0; b + 1 < ptr.size(0); ++b) {
+    if (p[b + 1] - p[b] > kBruteForceAtoms) return false;
+  }
+  return true;
+}
+
+// Small non-periodic structures (molecule batches): every pair of a structure goes through
+// the exact test, centres and neighbours in ascending order, so the edges come out in the
+// canonical order without a cell list or a sort. Two passes: count per centre, then write.
+template <typename scalar_t>
+std::tuple<at::Tensor, at::Tensor> brute_force_cpu_impl(const at::Tensor& pos, const at::Tensor& ptr,
+                                                        double r, bool loop) {
+  const int64_t num_atoms = pos.size(0);
+  const int64_t num_structures = ptr.size(0) - 1;
+  const scalar_t* x = pos.data_ptr<scalar_t>();
+  const int64_t* p = ptr.data_ptr<int64_t>();
+  const scalar_t cutoff = static_cast<scalar_t>(r);
+  const scalar_t cutoff2 = cutoff * cutoff;
+  const int64_t grain = std::max<int64_t>(1, num_structures * 4096 / std::max<int64_t>(num_atoms, 1));
+  auto is_edge = [&](int64_t b, int64_t i, int64_t j) {
+    return (loop || j != i) && radius::exact_inside_unshifted(x + 3 * j, x + 3 * i, cutoff2);
+  };
+  std::vector<int64_t> offset(num_atoms + 1, 0);
+  std::vector<char> finite(num_structures, 1);
+  at::parallel_for(0, num_structures, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t k = 3 * p[b]; k < 3 * p[b + 1]; ++k) {
+        if (!std::isfinite(static_cast<double>(x[k]))) finite[b] = 0;
+      }
+      if (!finite[b]) continue;
+      for (int64_t i = p[b]; i < p[b + 1]; ++i) {
+        int64_t count = 0;
+        for (int64_t j = p[b]; j < p[b + 1]; ++j) count += is_edge(b, i, j) ? 1 : 0;
+        offset[i + 1] = count;
+      }
+    }
+  });
+  for (int64_t b = 0; b < num_structures; ++b) {
+    TORCH_CHECK(finite[b], "radius_graph: pos contains NaN or Inf (structure ", b, "); fix the positions "
+                "before building the graph");
+  }
+  for (int64_t i = 0; i < num_atoms; ++i) offset[i + 1] += offset[i];
+  const int64_t num_edges = offset[num_atoms];
+  auto edge_index = at::empty({2, num_edges}, ptr.options());
+  auto shifts = at::zeros({num_edges, 3}, ptr.options());
+  int64_t* neighbour_out = edge_index.data_ptr<int64_t>();
+  int64_t* centre_out = neighbour_out + num_edges;
+  at::parallel_for(0, num_structures, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t i = p[b]; i < p[b + 1]; ++i) {
+        int64_t e = offset[i];
+        for (int64_t j = p[b]; j < p[b + 1]; ++j) {
+          if (!is_edge(b, i, j)) continue;
+          neighbour_out[e] = j;
+          centre_out[e] = i;
+          ++e;
+        }
       }
     }
   });
@@ -222,8 +291,10 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cpu(const at::Tensor& pos, const
   const auto cell_c = cell.contiguous();
   const auto pbc_c = pbc.contiguous();
   std::tuple<at::Tensor, at::Tensor> result;
+  const bool brute_force = use_brute_force(ptr_c, pbc_c);
   AT_DISPATCH_FLOATING_TYPES(pos_c.scalar_type(), "radius_graph_cpu", [&] {
-    result = radius_graph_cpu_impl<scalar_t>(pos_c, ptr_c, cell_c, pbc_c, r, loop);
+    result = brute_force ? brute_force_cpu_impl<scalar_t>(pos_c, ptr_c, r, loop)
+                         : radius_graph_cpu_impl<scalar_t>(pos_c, ptr_c, cell_c, pbc_c, r, loop);
   });
   return result;
 }

@@ -289,6 +289,14 @@ TP_HOST_DEVICE inline bool exact_inside(const scalar_t* pj, const scalar_t* pi, 
   return d2 < cutoff2;
 }
 
+// exact_inside for S = 0 without the cell (a zero shift changes no rounded result).
+template <typename scalar_t>
+TP_HOST_DEVICE inline bool exact_inside_unshifted(const scalar_t* pj, const scalar_t* pi, scalar_t cutoff2) {
+  const scalar_t v0 = sub_rn(pj[0], pi[0]), v1 = sub_rn(pj[1], pi[1]), v2 = sub_rn(pj[2], pi[2]);
+  const scalar_t d2 = add_rn(add_rn(mul_rn(v0, v0), mul_rn(v1, v1)), mul_rn(v2, v2));
+  return d2 < cutoff2;
+}
+
 // Unwrapped bins [lo, hi] along axis k within `radius` (Cartesian) of fractional coordinate
 // f; clipped to the existing bins on non-periodic axes (empty when lo > hi).
 TP_HOST_DEVICE inline void bin_range(double f, double radius, const Grid& g, int k, int64_t& lo, int64_t& hi) {

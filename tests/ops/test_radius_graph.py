@@ -209,6 +209,28 @@ def test_exact_cutoff_on_a_lattice(dtype):
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_small_molecules_take_the_same_edges_with_and_without_the_cell_list(dtype):
+    """Batches of small non-periodic structures (at most 64 atoms each) skip the cell list
+    on the CPU; one larger structure in the batch sends every structure through it."""
+    pos, r, batch, _, _ = scenario("molecules", dtype)
+    lattice = torch.stack(torch.meshgrid(*[torch.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    boundary = lattice.to(dtype) * 1.5  # 64 atoms with many pairs at exactly r = 3
+    for positions, structure, cutoff in ((pos, batch, r), (boundary, torch.zeros(64, dtype=torch.long), 3.0)):
+        big = torch.rand(65, 3, dtype=dtype, generator=torch.Generator().manual_seed(5)) * 4 + 100.0
+        both = torch.cat([positions, big])
+        both_batch = torch.cat([structure, torch.full((65,), int(structure.max()) + 1)])
+        small = radius_graph(positions, cutoff, structure)
+        large = radius_graph(both, cutoff, both_batch)
+        keep = large[0][1] < positions.shape[0]
+        assert torch.equal(small[0], large[0][:, keep]) and torch.equal(small[1], large[1][keep])
+        ptr = torch.tensor([0, positions.shape[0]]) if cutoff == 3.0 else op_arguments(positions, structure, None, None)[0]
+        cells = torch.zeros(ptr.numel() - 1, 3, 3, dtype=dtype)
+        expected = radius_graph_reference(positions, ptr, cells, torch.zeros(ptr.numel() - 1, 3, dtype=torch.bool), cutoff)
+        assert torch.equal(small[0], expected[0]) and torch.equal(small[1], expected[1])
+        assert small[0].shape[1] > 50
+
+
 @pytest.mark.parametrize("device", DEVICES, ids=str)
 def test_empty_and_tiny_inputs(device):
     _device_ok(device)
