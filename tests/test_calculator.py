@@ -7,7 +7,7 @@ from ase.build import molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.md.verlet import VelocityVerlet
 
-from torch_pet import PET
+from torch_pet import ECSESymmetrizer, PET
 from torch_pet.calculator import PETCalculator, atoms_to_data
 from torch_pet.checkpoint import save_checkpoint
 from torch_pet.ops import edge_vectors, radius_graph
@@ -152,6 +152,21 @@ def test_ecse_energy_is_rotation_invariant_and_y0_is_not():
         atoms.calc, rotated.calc = calc, calc
         difference = abs(rotated.get_potential_energy() - atoms.get_potential_energy())
         assert (difference < 1e-10) == expect_invariant, difference
+
+
+def test_ecse_keeps_every_frame_unless_told_otherwise():
+    """Dynamics needs the unpruned (smooth, not steep) frame ensemble: prune_steps=0 by default."""
+    atoms = methane()
+    energies = {}
+    for options in (None, {"frame_options": {"prune_steps": 4}}, {"frame_options": {"beta_w": 1.0}}):
+        torch.manual_seed(0)  # the same weights in every calculator
+        calc = calculator(True, ecse_options=options)
+        symmetrizer = next(m for m in calc.energy_model.modules() if isinstance(m, ECSESymmetrizer))
+        atoms.calc = calc
+        key = "pruned" if options and "prune_steps" in options["frame_options"] else "all"
+        assert symmetrizer.frame_options["prune_steps"] == (4 if key == "pruned" else 0)
+        energies.setdefault(key, []).append(atoms.get_potential_energy())
+    assert energies["all"][0] == pytest.approx(energies["all"][1], abs=1e-12)
 
 
 # --------------------------------------------------------------------------- per atom
