@@ -74,25 +74,18 @@ def _time(fn, repeats: int, device) -> float:
     on the CPU (robust to other processes on a shared machine), wall time on CUDA. A call
     slower than 5 s is measured once (its warm-up is the measurement)."""
     clock = time.perf_counter if device.type == "cuda" else time.process_time
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = clock()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    best = clock() - start
-    if best > 5.0:
-        return best
-    best = float("inf")
-    for _ in range(repeats):
+
+    def once() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = clock()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, clock() - start)
-    return best
+        return clock() - start
+
+    first = once()
+    return first if first > 5.0 else min(once() for _ in range(repeats))
 
 
 def _row(name, data, mode, repeats, device, chunk_size, no_checkpoint_atoms):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from torch_pet.ecse import ECSEFrames, ecse_frames
+from torch_pet.testing import random_rotation
 
 DTYPES = [torch.float32, torch.float64]
 R_OUT = 5.0
@@ -72,14 +73,6 @@ def random_clusters(num, dtype=torch.float64):
             structures.append(pos)
     batch = torch.cat([torch.full((len(p),), i) for i, p in enumerate(structures)])
     return torch.cat(structures).to(dtype), batch
-
-
-def random_rotation(dtype=torch.float64):
-    q, r = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q.to(dtype)
 
 
 def probe(out: ECSEFrames, num_pools):

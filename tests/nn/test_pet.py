@@ -8,18 +8,11 @@ from torch_geometric.data import Batch, Data
 import torch_pet.ops
 from torch_pet import PET, PETConv
 from torch_pet.nn.derivatives import energy_and_forces
+from torch_pet.testing import random_rotation
 
 from pet_helpers import SPECIES, batch_of, methane, molecule, periodic, small_pet
 
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-11}
-
-
-def random_rotation(dtype=torch.float64):
-    q, r = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q.to(dtype)
 
 
 def test_default_parameter_count():
