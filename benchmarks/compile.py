@@ -95,12 +95,18 @@ def main():
         "compile(graph part)": ExportedPET(pet, graph_compiled),
         "export(graph part)": ExportedPET(pet, program.module()),
     }
-    rows = []
+    rows, failures = [], []
 
     def add_rows(system, data, models, reference):
         base = None
         for name, model in models.items():
-            first, wall, cpu = timed(model, data, args.repeats)
+            try:
+                first, wall, cpu = timed(model, data, args.repeats)
+            except Exception as err:  # a compiler failure is a result too: report it, go on
+                reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:80] if str(err).strip() else ''}"
+                failures.append((system, name, reason))
+                print(f"  {system}: {name} FAILED ({reason})", file=sys.stderr, flush=True)
+                continue
             base = base or cpu
             rows.append((system, data.pos.shape[0], name, first, wall, cpu, base / cpu,
                          check(model, reference, data)))
@@ -127,6 +133,8 @@ def main():
     for system, atoms, name, first, wall, cpu, ratio, diff in rows:
         print(f"| {system} | {atoms} | {name} | {first:.1f} | {1000 * wall:.1f} | "
               f"{1000 * cpu:.1f} | {ratio:.2f}x | {diff:.1e} |")
+    for system, name, reason in failures:
+        print(f"| {system} | | {name} | failed: {reason} | | | | |")
 
 
 if __name__ == "__main__":
