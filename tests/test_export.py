@@ -176,3 +176,23 @@ def test_compile_whole_ecse_wrapper(pet, aux):
     print(f"\ntorch.compile(ECSESymmetrizer(PET)): {sum(breaks.values())} graph breaks")
     for reason, count in breaks.items():
         print(f"  {count} x {reason.splitlines()[0][:120]}")
+
+
+def test_inductor_compiles_the_energy_sum_of_one_structure():
+    """Regression: torch 2.13's Inductor CPU codegen fails on an index_add into a
+    single-element tensor under dynamic shapes (PET's energy sum of one structure, float32);
+    sum_per_structure avoids it."""
+    from torch_pet.nn.pet import sum_per_structure
+
+    torch._dynamo.reset()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the failing code is the multi-threaded (atomic) scatter
+    try:
+        compiled = torch.compile(sum_per_structure, dynamic=True)
+        for num_atoms, num_graphs in ((192, 1), (200, 1), (200, 3)):
+            atomic = torch.randn(num_atoms, 1, generator=torch.Generator().manual_seed(num_atoms))
+            batch = torch.arange(num_atoms) * num_graphs // num_atoms
+            torch.testing.assert_close(compiled(atomic, batch, num_graphs),
+                                       sum_per_structure(atomic, batch, num_graphs))
+    finally:
+        torch.set_num_threads(threads)

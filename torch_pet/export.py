@@ -31,6 +31,7 @@ from torch import Tensor
 
 from torch_pet.nn.attention import resolve_attention
 from torch_pet.nn.edge_layout import EdgeLayout, build_edge_layout
+from torch_pet.nn.pet import sum_per_structure
 from torch_pet.nn.pet_conv import sequence_weights
 
 __all__ = ["graph_inputs", "PETGraphModel", "export_pet", "ExportedPET", "GRAPH_INPUTS"]
@@ -128,7 +129,7 @@ class PETGraphModel(torch.nn.Module):
                 message = 0.5 * (message + tokens.index_select(0, reverse))
         if model.per_atom:
             return atomic
-        return atomic.new_zeros(cell.shape[0], model.out_channels).index_add(0, batch, atomic)
+        return sum_per_structure(atomic, batch, cell.shape[0])
 
 
 def export_pet(model, example, *, attention: Optional[str] = None):

@@ -175,7 +175,7 @@ class PET(torch.nn.Module):
         if self.per_atom:
             return atomic
         index = batch if batch is not None else torch.zeros_like(species)
-        return atomic.new_zeros(num_graphs, self.out_channels).index_add(0, index, atomic)
+        return sum_per_structure(atomic, index, num_graphs)
 
     def _atomic_contributions(self, species: Tensor, edge_index: Tensor, vectors: Tensor,
                               reverse: Tensor) -> Tensor:
@@ -260,3 +260,17 @@ class PET(torch.nn.Module):
                 f"num_heads={self.num_heads}, num_layers={self.num_layers}, "
                 f"num_blocks={self.num_blocks}, cutoff={self.cutoff}, "
                 f"distance_only={self.distance_only}, attention={self.attention!r})")
+
+
+def sum_per_structure(atomic: Tensor, batch: Tensor, num_graphs) -> Tensor:
+    """Per-structure sums of per-atom rows.
+
+    The sum goes into one spare row more than needed: torch 2.13's Inductor CPU backend
+    fails to generate code for an ``index_add`` into a single-element tensor (one structure,
+    one channel) under dynamic shapes; the spare row avoids it and changes no result.
+
+    Shapes:
+        atomic [N, C], batch [N] -> [B, C]
+    """
+    total = atomic.new_zeros(num_graphs + 1, atomic.shape[1]).index_add(0, batch, atomic)
+    return total[:num_graphs]
