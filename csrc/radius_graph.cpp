@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/radius_graph.h"
+#include "radius_graph_host.h"
 
 namespace torch_pet {
 

@@ -39,12 +39,7 @@ OPTIONS = dict(species=SPECIES, hidden_channels=16, num_heads=2, num_layers=1, n
                ff_channels=32, head_channels=16, cutoff=3.0, cutoff_width=0.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

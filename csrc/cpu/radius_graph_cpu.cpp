@@ -20,15 +20,9 @@
 #include <vector>
 
 #include "kernels/radius_graph.h"
+#include "radius_graph_host.h"
 
 namespace torch_pet {
-
-void check_radius_graph_args(const at::Tensor& pos, const at::Tensor& ptr, const at::Tensor& cell,
-                             const at::Tensor& pbc, double r);
-std::vector<radius::Grid> radius_graph_bases(const at::Tensor& cell, const at::Tensor& pbc);
-int64_t radius_graph_grids(std::vector<radius::Grid>& grids, const double* fmin, const double* fmax,
-                           const at::Tensor& ptr, double r, double max_abs_pos, bool single_precision,
-                           int64_t bins_per_cutoff);
 
 namespace {
 
