@@ -266,8 +266,10 @@ def sum_per_structure(atomic: Tensor, batch: Tensor, num_graphs) -> Tensor:
     """Per-structure sums of per-atom rows.
 
     The sum goes into one spare row more than needed: torch 2.13's Inductor CPU backend
-    fails to generate code for an ``index_add`` into a single-element tensor (one structure,
-    one channel) under dynamic shapes; the spare row avoids it and changes no result.
+    (more than one thread) fails to generate code for an ``index_add`` into a single-element
+    tensor (one structure, one channel) under dynamic shapes. The spare row avoids it for
+    the compiled graph part (:class:`~torch_pet.export.PETGraphModel`) and changes no result;
+    the whole-model graph of one periodic structure still trips the same assertion.
 
     Shapes:
         atomic [N, C], batch [N] -> [B, C]
