@@ -136,6 +136,14 @@ std::tuple<at::Tensor, at::Tensor> search_and_write(const radius::SearchData<sca
   return std::make_tuple(edge_index, shifts);
 }
 
+// Raises naming the first structure whose positions are not all finite.
+void require_finite(const std::vector<char>& finite) {
+  for (size_t b = 0; b < finite.size(); ++b) {
+    TORCH_CHECK(finite[b], "radius_graph: pos contains NaN or Inf (structure ", b, "); fix the positions "
+                "before building the graph");
+  }
+}
+
 bool use_brute_force(const at::Tensor& ptr, const at::Tensor& pbc) {
   if (pbc.numel() > 0 && pbc.any().item<bool>()) return false;
   const int64_t* p = ptr.data_ptr<int64_t>();
@@ -176,10 +184,7 @@ std::tuple<at::Tensor, at::Tensor> brute_force_cpu_impl(const at::Tensor& pos, c
       }
     }
   });
-  for (int64_t b = 0; b < num_structures; ++b) {
-    TORCH_CHECK(finite[b], "radius_graph: pos contains NaN or Inf (structure ", b, "); fix the positions "
-                "before building the graph");
-  }
+  require_finite(finite);
   for (int64_t i = 0; i < num_atoms; ++i) offset[i + 1] += offset[i];
   const int64_t num_edges = offset[num_atoms];
   auto edge_index = at::empty({2, num_edges}, ptr.options());
@@ -248,10 +253,7 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cpu_impl(const at::Tensor& pos, 
       finite[b] = ok;
     }
   });
-  for (int64_t b = 0; b < num_structures; ++b) {
-    TORCH_CHECK(finite[b], "radius_graph: pos contains NaN or Inf (structure ", b, "); fix the positions "
-                "before building the graph");
-  }
+  require_finite(finite);
   const double max_abs_pos = num_structures > 0 ? *std::max_element(max_abs.begin(), max_abs.end()) : 0.0;
   const int64_t num_bins = radius_graph_grids(grids, fmin.data(), fmax.data(), ptr, r, max_abs_pos,
                                               std::is_same<scalar_t, float>::value, kBinsPerCutoff);
