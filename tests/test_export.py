@@ -191,3 +191,24 @@ def test_inductor_compiles_the_energy_sum_of_one_structure():
                                        sum_per_structure(atomic, batch, num_graphs))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_inductor_compiles_whole_pet_on_one_periodic_structure():
+    """Regression: Inductor (CPU, 2 threads) on whole PET and on its graph part for one
+    periodic water box, float32, energies and forces vs eager."""
+    from torch_pet.testing import water_box
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    pet = PET(**{**OPTIONS, "species": (1, 8), "num_blocks": 1}).eval()
+    data = water_box(8, generator=0, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the failing code is the multi-threaded (atomic) scatter
+    try:
+        expected = energy_and_forces(pet, data)
+        whole = torch.compile(pet, dynamic=True)
+        graph_part = ExportedPET(pet, torch.compile(PETGraphModel(pet), dynamic=True))
+        for model in (whole, graph_part):
+            assert_same(energy_and_forces(model, data), expected, atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)

@@ -265,14 +265,16 @@ class PET(torch.nn.Module):
 def sum_per_structure(atomic: Tensor, batch: Tensor, num_graphs) -> Tensor:
     """Per-structure sums of per-atom rows.
 
-    The sum goes into one spare row more than needed: torch 2.13's Inductor CPU backend
-    (more than one thread) fails to generate code for an ``index_add`` into a single-element
-    tensor (one structure, one channel) under dynamic shapes. The spare row avoids it for
-    the compiled graph part (:class:`~torch_pet.export.PETGraphModel`) and changes no result;
-    the whole-model graph of one periodic structure still trips the same assertion.
+    Works around a torch 2.13 Inductor CPU codegen failure (more than one thread, dynamic
+    shapes) on an ``index_add`` into a tiny tensor: one structure known at trace time (a
+    plain int, as dynamo specialises B = 1) is a plain sum, otherwise the sum goes into one
+    spare row (B + 1 rows, so never a single element). Neither changes a result;
+    ``tests/test_export.py`` compiles whole PET and its graph part on one periodic box.
 
     Shapes:
         atomic [N, C], batch [N] -> [B, C]
     """
+    if isinstance(num_graphs, int) and num_graphs == 1:  # a plain int: not a SymInt
+        return atomic.sum(0, keepdim=True)
     total = atomic.new_zeros(num_graphs + 1, atomic.shape[1]).index_add(0, batch, atomic)
     return total[:num_graphs]
