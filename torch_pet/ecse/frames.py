@@ -32,6 +32,7 @@ else is differentiable torch code, vectorised over the whole batch.
 
 Shapes: N atoms, E edges, F frames, P pools.
 """
+import inspect
 import math
 from typing import NamedTuple
 
@@ -40,7 +41,8 @@ import torch
 from torch_pet.ecse.switches import collinearity_switch, radial_switch
 from torch_pet.ops.ecse_pairs import ecse_pairs
 
-__all__ = ["ECSEFrames", "ecse_frames", "inner_cutoff", "prune_weights"]
+__all__ = ["ECSEFrames", "ecse_frames", "inner_cutoff", "prune_weights", "FrameStructure",
+           "frame_structure", "frames_from_structure"]
 
 # W_0(1/e), the principal branch of the Lambert W function at 1/e; T = W_0(1/e) / beta.
 LAMBERT_W0_INV_E = 0.2784645427610738
@@ -121,40 +123,181 @@ def ecse_frames(
     # Ordered frame pairs inside R_in with s > omega - delta_omega (integer kernel).
     s_onset = omega - delta_omega
     pairs = ecse_pairs(edge_vectors, centre_ptr, r_in.detach(), s_onset, ordered=True)
-    a, b = pairs[:, 0], pairs[:, 1]
-    atom = centre[a]
-    cross = torch.cross(unit[a], unit[b], dim=-1)  # [F, 3]
-    sine2 = (cross * cross).sum(-1)
-    cutoff = r_in[atom]
-    weights = (radial_switch(length[a], cutoff, delta_r) * radial_switch(length[b], cutoff, delta_r)
-               * collinearity_switch(sine2, s_onset, delta_omega) * (sine2 - s_onset) / delta_omega)
-    if smooth_outer_cutoff:
-        outer = radial_switch(length, outer_cutoff, delta_r)
-        weights = weights * outer[a] * outer[b]
+    weights, cross, sine2 = frame_weights(length, unit, pairs, r_in[centre[pairs[:, 0]]],
+                                          outer_cutoff=outer_cutoff, delta_r=delta_r, omega=omega,
+                                          delta_omega=delta_omega,
+                                          smooth_outer_cutoff=smooth_outer_cutoff)
 
-    # Frames with zero weight do not exist; order the rest by pool (stable: then by centre).
-    keep = weights > weight_eps
-    pairs, atom, weights, cross, sine2 = pairs[keep], atom[keep], weights[keep], cross[keep], sine2[keep]
-    pool = pool_index[atom]
-    if pool.numel() > 1 and bool((pool[1:] < pool[:-1]).any()):
-        order = torch.argsort(pool, stable=True)
-        pairs, atom, weights, cross, sine2, pool = (t[order] for t in (pairs, atom, weights, cross, sine2, pool))
+    pool, pairs, weights, cross, sine2 = _candidates(weights, weight_eps, centre, pool_index,
+                                                     pairs, weights, cross, sine2)
     num_candidates = torch.bincount(pool, minlength=num_pools)
 
     kept, weights, aux_weight = prune_weights(weights, pool, num_pools, weight_eps=weight_eps,
                                               beta_w=beta_w, steps=prune_steps)
-    pairs, atom, pool, cross, sine2 = pairs[kept], atom[kept], pool[kept], cross[kept], sine2[kept]
-    e1 = unit[pairs[:, 0]]
-    e2 = cross / sine2.sqrt().unsqueeze(-1)
-    e3 = torch.cross(e1, e2, dim=-1)
-    frames = torch.stack([e1, e2, e3], dim=-1)  # [F, 3, 3], columns
-
+    pairs, pool, cross, sine2 = pairs[kept], pool[kept], cross[kept], sine2[kept]
+    frames = frame_matrices(unit, pairs, cross, sine2)
+    atom = centre[pairs[:, 0]]
     if o3:
-        mirror = frames * frames.new_tensor([1.0, -1.0, 1.0])  # F·diag(1, -1, 1)
-        frames = torch.stack([frames, mirror], dim=1).reshape(-1, 3, 3)
-        weights, atom, pool, pairs = (t.repeat_interleave(2, dim=0) for t in (weights, atom, pool, pairs))
+        frames, weights, atom, pool, pairs = with_mirrors(frames, weights, atom, pool, pairs)
         num_candidates = 2 * num_candidates
     return ECSEFrames(frames, weights, atom, pool, aux_weight, r_in, num_candidates, pairs)
+
+
+def _candidates(weights, weight_eps, centre, pool_index, pairs, *per_frame):
+    """Frames with zero weight do not exist; order the rest by pool (stable: then by centre).
+
+    Returns the pool of each candidate, then pairs and ``per_frame`` restricted and ordered.
+    """
+    keep = weights > weight_eps
+    pairs, per_frame = pairs[keep], [t[keep] for t in per_frame]
+    pool = pool_index[centre[pairs[:, 0]]]
+    if pool.numel() > 1 and bool((pool[1:] < pool[:-1]).any()):
+        order = torch.argsort(pool, stable=True)
+        pool, pairs, per_frame = pool[order], pairs[order], [t[order] for t in per_frame]
+    return (pool, pairs, *per_frame)
+
+
+class FrameStructure(NamedTuple):
+    """The integer part of a batch's ECSE frames, for :func:`frames_from_structure`.
+
+    Shapes:
+        inner_pairs [P, 2] (unordered edge pairs, s > omega, inside R_out: the R_in
+        candidates), candidates [F, 2] (ordered frame pairs with weight > weight_eps, sorted
+        by pool), kept [C] (the candidates that survive pruning, ascending)
+    """
+
+    inner_pairs: torch.Tensor
+    candidates: torch.Tensor
+    kept: torch.Tensor
+
+
+def frame_structure(edge_vectors: torch.Tensor, centre: torch.Tensor, num_atoms: int,
+                    pool_index: torch.Tensor, num_pools: int, *, outer_cutoff: float,
+                    **options) -> FrameStructure:
+    """Which edge pairs :func:`ecse_frames` uses for this geometry (no gradients).
+
+    Same arguments as :func:`ecse_frames` (``o3`` is ignored: mirrors are added later).
+    With it, :func:`frames_from_structure` computes the weighted frames with no
+    data-dependent shapes or host reads (for torch.export).
+
+    Shapes:
+        edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`FrameStructure`
+    """
+    options = _frame_options(options)
+    _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff)
+    _check_parameters(*(options[k] for k in ("beta", "delta_r", "omega", "delta_omega",
+                                             "weight_eps", "beta_w", "prune_steps")))
+    with torch.no_grad():
+        edge_vectors = edge_vectors.detach()
+        centre_ptr = _centre_pointer(centre, num_atoms)
+        length, unit = _lengths_and_directions(edge_vectors)
+        geometry = {k: options[k] for k in ("beta", "delta_r", "omega", "delta_omega")}
+        r_in = inner_cutoff(edge_vectors, length, unit, centre, centre_ptr,
+                            outer_cutoff=outer_cutoff, **geometry)
+        inner_pairs = ecse_pairs(edge_vectors, centre_ptr,
+                                 edge_vectors.new_full((num_atoms,), outer_cutoff),
+                                 options["omega"], ordered=False)
+        pairs = ecse_pairs(edge_vectors, centre_ptr, r_in, options["omega"] - options["delta_omega"],
+                           ordered=True)
+        weights = frame_weights(length, unit, pairs, r_in[centre[pairs[:, 0]]],
+                                outer_cutoff=outer_cutoff, delta_r=options["delta_r"],
+                                omega=options["omega"], delta_omega=options["delta_omega"],
+                                smooth_outer_cutoff=options["smooth_outer_cutoff"])[0]
+        pool, pairs, weights = _candidates(weights, options["weight_eps"], centre, pool_index,
+                                           pairs, weights)
+        kept = prune_weights(weights, pool, num_pools, weight_eps=options["weight_eps"],
+                             beta_w=options["beta_w"], steps=options["prune_steps"])[0]
+    return FrameStructure(inner_pairs, pairs, kept)
+
+
+def frames_from_structure(edge_vectors: torch.Tensor, centre: torch.Tensor,
+                          pool_index: torch.Tensor, num_pools: int, structure: FrameStructure,
+                          *, outer_cutoff: float, o3: bool = False, **options) -> ECSEFrames:
+    """:func:`ecse_frames` for a given :class:`FrameStructure`: differentiable, with no
+    data-dependent shapes, no host reads and no input checks (those ran in
+    :func:`frame_structure`). Agrees with :func:`ecse_frames` to round-off (pruning keeps
+    the frames it drops at weights <= weight_eps, see :func:`prune_weights`).
+
+    Shapes:
+        edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`ECSEFrames` (C frames,
+        2C with ``o3``)
+    """
+    options = _frame_options(options)
+    delta_r, omega, delta_omega = options["delta_r"], options["omega"], options["delta_omega"]
+    num_atoms = pool_index.shape[0]
+    length, unit = _lengths_and_directions(edge_vectors)
+    radial = radial_switch(length, outer_cutoff, delta_r)
+    inner_pairs, pairs, kept = structure
+    r_in = smooth_inner_cutoff(length, unit, radial, inner_pairs,
+                               centre.index_select(0, inner_pairs[:, 0]),
+                               edge_vectors.new_full((num_atoms,), outer_cutoff),
+                               beta=options["beta"], omega=omega, delta_omega=delta_omega) + delta_r
+    atom = centre.index_select(0, pairs[:, 0])
+    weights, cross, sine2 = frame_weights(length, unit, pairs, r_in.index_select(0, atom),
+                                          outer_cutoff=outer_cutoff, delta_r=delta_r, omega=omega,
+                                          delta_omega=delta_omega,
+                                          smooth_outer_cutoff=options["smooth_outer_cutoff"])
+    pool = pool_index.index_select(0, atom)
+    num_candidates = pool.new_zeros(num_pools).index_add(0, pool, torch.ones_like(pool))
+    _, weights, aux_weight = prune_weights(weights, pool, num_pools,
+                                           weight_eps=options["weight_eps"],
+                                           beta_w=options["beta_w"],
+                                           steps=options["prune_steps"], drop=False)
+    weights, pairs, pool, cross, sine2 = (t.index_select(0, kept)
+                                          for t in (weights, pairs, pool, cross, sine2))
+    frames = frame_matrices(unit, pairs, cross, sine2)
+    atom = centre.index_select(0, pairs[:, 0])
+    if o3:
+        frames, weights, atom, pool, pairs = with_mirrors(frames, weights, atom, pool, pairs)
+        num_candidates = 2 * num_candidates
+    return ECSEFrames(frames, weights, atom, pool, aux_weight, r_in, num_candidates, pairs)
+
+
+def frame_weights(length: torch.Tensor, unit: torch.Tensor, pairs: torch.Tensor,
+                  cutoff: torch.Tensor, *, outer_cutoff: float, delta_r: float, omega: float,
+                  delta_omega: float, smooth_outer_cutoff: bool):
+    """Weights of the frames defined by edge pairs (before pruning), with the cross
+    products and s = |r̂_a x r̂_b|^2 the frames are built from.
+
+    Shapes:
+        length [E], unit [E, 3], pairs [F, 2], cutoff [F] (R_in of each frame's atom)
+        -> weights [F], cross [F, 3], sine2 [F]
+    """
+    a, b = pairs[:, 0], pairs[:, 1]
+    s_onset = omega - delta_omega
+    cross = torch.cross(unit.index_select(0, a), unit.index_select(0, b), dim=-1)  # [F, 3]
+    sine2 = (cross * cross).sum(-1)
+    length_a, length_b = length.index_select(0, a), length.index_select(0, b)
+    weights = (radial_switch(length_a, cutoff, delta_r) * radial_switch(length_b, cutoff, delta_r)
+               * collinearity_switch(sine2, s_onset, delta_omega) * (sine2 - s_onset) / delta_omega)
+    if smooth_outer_cutoff:
+        weights = weights * radial_switch(length_a, outer_cutoff, delta_r) \
+            * radial_switch(length_b, outer_cutoff, delta_r)
+    return weights, cross, sine2
+
+
+def frame_matrices(unit: torch.Tensor, pairs: torch.Tensor, cross: torch.Tensor,
+                   sine2: torch.Tensor) -> torch.Tensor:
+    """Proper rotations with columns e1 = r̂_a, e2 = r̂_a x r̂_b / |.|, e3 = e1 x e2.
+
+    Shapes:
+        unit [E, 3], pairs [F, 2], cross [F, 3], sine2 [F] -> [F, 3, 3]
+    """
+    e1 = unit.index_select(0, pairs[:, 0])
+    e2 = cross / sine2.sqrt().unsqueeze(-1)
+    e3 = torch.cross(e1, e2, dim=-1)
+    return torch.stack([e1, e2, e3], dim=-1)
+
+
+def with_mirrors(frames: torch.Tensor, weights: torch.Tensor, *per_frame: torch.Tensor):
+    """Each frame followed by its mirror F·diag(1, -1, 1), with the same weight (O(3)).
+
+    Shapes:
+        frames [F, 3, 3], weights [F], per_frame [F, ...] -> [2F, 3, 3], [2F], [2F, ...]
+    """
+    mirror = frames * frames.new_tensor([1.0, -1.0, 1.0])
+    frames = torch.stack([frames, mirror], dim=1).reshape(-1, 3, 3)
+    return (frames, *(t.repeat_interleave(2, dim=0) for t in (weights, *per_frame)))
 
 
 def inner_cutoff(
@@ -216,8 +359,22 @@ def _inner_cutoff_block(edge_vectors, length, unit, radial, centre, centre_ptr, 
     outer = edge_vectors.new_full((last - first,), outer_cutoff)
     pairs = ecse_pairs(edge_vectors[edge_begin:edge_end],
                        centre_ptr[first:last + 1] - edge_begin, outer, omega, ordered=False)
-    a, b = (pairs.t() + edge_begin).contiguous()
-    atom = centre.index_select(0, a) - first  # block-local atom index
+    pairs = pairs + edge_begin
+    atom = centre.index_select(0, pairs[:, 0]) - first  # block-local atom index
+    return smooth_inner_cutoff(length, unit, radial, pairs, atom, outer, beta=beta, omega=omega,
+                               delta_omega=delta_omega)
+
+
+def smooth_inner_cutoff(length: torch.Tensor, unit: torch.Tensor, radial: torch.Tensor,
+                        pairs: torch.Tensor, atom: torch.Tensor, outer: torch.Tensor, *,
+                        beta: float, omega: float, delta_omega: float) -> torch.Tensor:
+    """R_in - delta_r from the unordered candidate pairs (s > omega, inside R_out) of atoms.
+
+    Shapes:
+        length [E], unit [E, 3], radial [E] (f(r; R_out, delta_r)), pairs [P, 2], atom [P]
+        (its atom, in 0..n-1), outer [n] (R_out) -> [n]
+    """
+    a, b = pairs[:, 0], pairs[:, 1]
     ra, rb = length.index_select(0, a), length.index_select(0, b)
     cosine = (unit.index_select(0, a) * unit.index_select(0, b)).sum(-1)
     sine2 = 1 - cosine * cosine  # s > omega here, so no cancellation worth a cross product
@@ -245,13 +402,16 @@ def prune_weights(
     weight_eps: float = 1e-10,
     beta_w: float = 1.0,
     steps: int = 4,
+    drop: bool = True,
 ):
     """Smooth pruning of the frame weights of each pool, and the auxiliary weight.
 
     M is the smooth maximum of a pool's weights; ``w_aux = f(M; 0.5, 0.5)`` (1 without
     frames), ``p_on = f(M; 0.5, 0.25)``; then ``steps`` times: recompute M,
     ``w <- w (q(w; 0.9 M, 0.1 M) (1 - p_on) + p_on)`` and drop ``w <= weight_eps``.
-    Input weights must all exceed ``weight_eps``.
+    Input weights must all exceed ``weight_eps``. ``drop=False`` keeps every frame (no
+    data-dependent shapes; the frames eager pruning drops then keep weights <= weight_eps,
+    which change M of their pool by at most about weight_eps^2).
 
     Returns:
         kept (indices of the surviving frames), their weights, aux_weight.
@@ -268,8 +428,9 @@ def prune_weights(
         factor = collinearity_switch(weights, 0.9 * smooth_max, 0.1 * smooth_max)
         off = pruning_off[pool]
         weights = weights * (factor * (1 - off) + off)
-        keep = weights > weight_eps
-        kept, weights, pool = kept[keep], weights[keep], pool[keep]
+        if drop:
+            keep = weights > weight_eps
+            kept, weights, pool = kept[keep], weights[keep], pool[keep]
     return kept, weights, aux_weight
 
 
@@ -284,6 +445,18 @@ def _pool_smooth_max(weights: torch.Tensor, pool: torch.Tensor, num_pools: int,
     denominator = weights.new_zeros(num_pools).index_add(0, pool, scaled)
     occupied = denominator > 0
     return torch.where(occupied, numerator / torch.where(occupied, denominator, 1.0), 0.0)
+
+
+_FRAME_DEFAULTS = {name: p.default for name, p in inspect.signature(ecse_frames).parameters.items()
+                   if p.kind == p.KEYWORD_ONLY and p.default is not p.empty and name != "o3"}
+
+
+def _frame_options(options: dict) -> dict:
+    """The keyword options of :func:`ecse_frames` (defaults filled in; o3 excluded)."""
+    unknown = sorted(set(options) - set(_FRAME_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown ECSE frame options {unknown}; allowed: {sorted(_FRAME_DEFAULTS)}")
+    return {**_FRAME_DEFAULTS, **options}
 
 
 def _lengths_and_directions(edge_vectors: torch.Tensor):
