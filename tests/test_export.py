@@ -19,9 +19,12 @@ What works and what does not (torch 2.13, measured here):
   and chunk bookkeeping, validation), dynamic-shape ops (radius graph, frame pairs, boolean
   pruning masks), and the PyG ``Batch`` of rotated copies, which is built outside the graph
   (``torch.compiler.disable``: dynamo cannot rebuild a Batch created inside a graph at the
-  backbone's own breaks). Where the time goes — the backbone on the copies — can also run
-  as an exported graph: ECSE eager around an exported or compiled backbone equals eager
-  ECSE to round-off.
+  backbone's own breaks).
+* ``ECSEGraphModel`` (ECSE-symmetrized PET after the integer structure is built: frames,
+  weights, pruning, copies, PET on all copies, average) compiles with ``fullgraph=True`` and
+  exports with every size dynamic; eager wrapper, graph model and exported program agree to
+  round-off (energies, forces, stress; with and without pruning, o3, per-atom outputs,
+  float32 and float64), and the exported program is exactly rotation invariant.
 """
 import numpy as np
 import pytest
@@ -29,7 +32,9 @@ import torch
 from torch_geometric.data import Batch
 
 from torch_pet import PET, ECSESymmetrizer
-from torch_pet.export import GRAPH_INPUTS, ExportedPET, PETGraphModel, export_pet, graph_inputs
+from torch_pet.export import (GRAPH_INPUTS, ECSEGraphModel, ExportedECSE, ExportedPET,
+                              PETGraphModel, ecse_graph_inputs, export_ecse, export_pet,
+                              graph_inputs)
 from torch_pet.nn.derivatives import energy_and_forces
 from torch_pet.testing import (random_methane, random_molecule, random_periodic_box,
                                random_rotation, rotate_structure)
@@ -212,3 +217,127 @@ def test_inductor_compiles_whole_pet_on_one_periodic_structure():
             assert_same(energy_and_forces(model, data), expected, atol=1e-4)
     finally:
         torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- whole ECSE graph
+def ecse_structures(dtype=torch.float64):
+    """Molecules, a batch and a periodic box, other sizes than the export example."""
+    return [
+        random_molecule(11, generator=3, species=SPECIES, dtype=dtype),
+        Batch.from_data_list([random_methane(3, dtype=dtype),
+                              random_molecule(7, generator=6, species=SPECIES, dtype=dtype)]),
+        random_periodic_box(10, box_length=5.0, species=(1, 8), generator=4, dtype=dtype),
+    ]
+
+
+def ecse_results(model, data):
+    return energy_and_forces(model, data, compute_stress="cell" in data)
+
+
+@pytest.mark.parametrize("frame_options, o3", [({"prune_steps": 0}, False), ({}, False),
+                                               ({}, True)])
+def test_ecse_graph_model_matches_the_wrapper(pet, aux, frame_options, o3):
+    wrapper = ECSESymmetrizer(pet, aux_model=aux, o3=o3, frame_options=frame_options)
+    graph_model = ExportedECSE(wrapper, ECSEGraphModel(wrapper))
+    for data in ecse_structures():
+        assert_same(ecse_results(graph_model, data), ecse_results(wrapper, data), atol=1e-10)
+
+
+def test_ecse_graph_model_float32_and_per_atom():
+    torch.manual_seed(0)
+    atomic = PET(**OPTIONS, per_atom=True).eval()
+    wrapper = ECSESymmetrizer(atomic, per_atom=True, aux_model=None)
+    graph_model = ExportedECSE(wrapper, ECSEGraphModel(wrapper))
+    for data in ecse_structures(torch.float32)[1:]:
+        expected = wrapper(data)
+        assert expected.shape == (data.pos.shape[0], 1)
+        torch.testing.assert_close(graph_model(data), expected, atol=1e-5, rtol=0)
+        assert_same(ecse_results(_Summed(graph_model), data), ecse_results(_Summed(wrapper), data),
+                    atol=1e-4)
+
+
+class _Summed(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, data):
+        atomic = self.model(data)
+        batch = getattr(data, "batch", None)
+        if batch is None:
+            return atomic.sum(0, keepdim=True)
+        return atomic.new_zeros(data.num_graphs, 1).index_add(0, batch, atomic)
+
+
+@pytest.fixture(scope="module")
+def exported_ecse(pet, aux):
+    wrapper = ECSESymmetrizer(pet, aux_model=aux)
+    example = Batch.from_data_list([random_molecule(6, generator=1, species=SPECIES),
+                                    random_molecule(9, generator=2, species=SPECIES)])
+    return wrapper, export_ecse(wrapper, example)
+
+
+def test_export_whole_ecse_with_dynamic_sizes(exported_ecse):
+    wrapper, program = exported_ecse
+    # N, B, E_o, P, F, C, M, E_c, K (copies), E_a, K_a (auxiliary PET): all symbolic
+    assert len(program.range_constraints) == 11, program.range_constraints
+    model = ExportedECSE(wrapper, program.module())
+    for data in ecse_structures():
+        assert_same(ecse_results(model, data), ecse_results(wrapper, data), atol=1e-10)
+    data = ecse_structures()[0]
+    rotation = random_rotation(7)
+    result, rotated = ecse_results(model, data), ecse_results(model, rotate_structure(data, rotation))
+    torch.testing.assert_close(rotated["energy"], result["energy"], atol=1e-12, rtol=0)
+    torch.testing.assert_close(rotated["forces"], result["forces"] @ rotation.T, atol=1e-11, rtol=0)
+
+
+def test_exported_ecse_saves_loads_and_runs_in_the_calculator(exported_ecse, tmp_path):
+    from ase import Atoms
+
+    from torch_pet.calculator import PETCalculator
+
+    wrapper, program = exported_ecse
+    path = tmp_path / "ecse_pet.pt2"
+    torch.export.save(program, str(path))
+    loaded = ExportedECSE(wrapper, torch.export.load(str(path)).module())
+    data = ecse_structures()[2]
+    assert_same(ecse_results(loaded, data), ecse_results(wrapper, data), atol=1e-10)
+
+    atoms = Atoms(numbers=data.z.numpy(), positions=data.pos.numpy(),
+                  cell=data.cell.reshape(3, 3).numpy(), pbc=data.pbc.reshape(3).numpy())
+    atoms.calc = PETCalculator(loaded)
+    expected = ecse_results(wrapper, data)
+    np.testing.assert_allclose(atoms.get_potential_energy(), float(expected["energy"]), atol=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), expected["forces"].numpy(), atol=1e-10)
+
+
+def test_compile_ecse_graph_model_in_one_graph(pet, aux):
+    """Dynamo captures the whole ECSE graph model at once (fullgraph: any break raises), for
+    new sizes without recompiling (AOT tracing is covered by the export tests). Many sizes
+    enter, so duck sizing is off: it would tie sizes that happen to be equal (e.g. the
+    copies C and the atoms N) and recompile when they differ."""
+    from torch._dynamo.utils import counters
+    from torch.fx.experimental import _config as fx_config
+
+    torch._dynamo.reset()
+    counters.clear()
+    wrapper = ECSESymmetrizer(pet, aux_model=aux)
+    compiled = torch.compile(ECSEGraphModel(wrapper), fullgraph=True, dynamic=True,
+                             backend="eager")
+    model = ExportedECSE(wrapper, compiled)
+    batches = (ecse_structures()[1], Batch.from_data_list(
+        [random_molecule(n, generator=n, species=SPECIES) for n in (5, 9, 12)]))
+    with fx_config.patch(use_duck_shape=False):
+        for data in batches:
+            assert_same(ecse_results(model, data), ecse_results(wrapper, data), atol=1e-10)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
+def test_ecse_graph_inputs_reject_what_it_cannot_export(pet, aux):
+    with pytest.raises(ValueError, match="mode='structure' only"):
+        ECSEGraphModel(ECSESymmetrizer(PET(**OPTIONS, per_atom=True), mode="atom"))
+    with pytest.raises(TypeError, match="needs a PET backbone"):
+        ECSEGraphModel(ECSESymmetrizer(torch.nn.Identity(), cutoff=3.0))
+    dimer = random_molecule(2, generator=0, species=SPECIES)
+    with pytest.raises(ValueError, match="need the auxiliary model"):
+        ecse_graph_inputs(ECSESymmetrizer(pet), dimer)

@@ -1,26 +1,14 @@
 """torch.compile / torch.export of PET: the differentiable part after the graph build.
 
-What can be captured (details and measured graph breaks in ``tests/test_export.py``):
-
-* ``torch.compile(PET)`` and ``torch.compile(ECSESymmetrizer(PET))`` work on whole models
-  and agree with eager, but with graph breaks: input validation (``bool(tensor)`` on NaN,
-  unknown species, missing reverse edges) needs the data on the host, the neighbour list and
-  the ECSE frame/pair lists have data-dependent sizes E, F (the custom ops carry fake
-  kernels, but by default dynamo breaks on dynamic-output-shape ops), the padded width K
-  (maximum neighbour count) is read with ``int(...)``, and ECSE chunks its rotated copies
-  in a Python loop, prunes frames with boolean masks and builds the PyG ``Batch`` of copies
-  outside the graph. The pieces between breaks are compiled.
-* :class:`PETGraphModel` — PET from positions *plus* the integer structure (neighbour
-  list, reverse-edge map, padded slots) to energies — has no data-dependent shapes or
-  control flow: ``torch.compile(..., fullgraph=True, dynamic=True)`` captures it in one
-  graph, and ``torch.export`` exports it with dynamic N (atoms), E (edges), K (max
-  neighbours) and B (structures). Forces and stress are autograd derivatives of the exported
-  program (``exported.module()`` is differentiable w.r.t. ``pos`` and ``cell``).
-* :func:`graph_inputs` builds the integer structure eagerly (compiled C++ ops, no graph);
-  :class:`ExportedPET` pairs it with an exported (or compiled) :class:`PETGraphModel` into
-  a drop-in ``model(data)``, which :class:`~torch_pet.ECSESymmetrizer`, ``energy_and_forces``
-  and the ASE calculator accept. ECSE itself (frame enumeration, pruning, chunking) stays
-  eager; its backbone calls, where the time goes, run the exported graph.
+:class:`PETGraphModel` — PET from positions *plus* the integer structure (neighbour list,
+reverse-edge map, padded slots) to energies — has no data-dependent shapes or control flow:
+``torch.compile(..., fullgraph=True, dynamic=True)`` captures it in one graph, and
+``torch.export`` exports it with dynamic N (atoms), E (edges), K (max neighbours) and B
+(structures). Forces and stress are autograd derivatives of the exported program
+(``exported.module()`` is differentiable w.r.t. ``pos`` and ``cell``). :func:`graph_inputs`
+builds the integer structure eagerly (compiled C++ ops, no graph); :class:`ExportedPET`
+pairs it with an exported (or compiled) :class:`PETGraphModel` into a drop-in
+``model(data)``.
 
 Shapes: N atoms, E edges, K max neighbours, B structures.
 """
@@ -34,7 +22,8 @@ from torch_pet.nn.edge_layout import EdgeLayout, build_edge_layout
 from torch_pet.nn.pet import sum_per_structure
 from torch_pet.nn.pet_conv import sequence_weights
 
-__all__ = ["graph_inputs", "PETGraphModel", "export_pet", "ExportedPET", "GRAPH_INPUTS"]
+__all__ = ["graph_inputs", "graph_edge_vectors", "PETGraphModel", "export_pet", "ExportedPET",
+           "GRAPH_INPUTS"]
 
 #: Argument order of :meth:`PETGraphModel.forward` (the exported program's inputs).
 GRAPH_INPUTS = ("species", "pos", "cell", "batch", "neighbour", "centre", "shifts", "reverse",
@@ -76,6 +65,19 @@ def graph_inputs(model, data) -> Dict[str, Tensor]:
                 slot_mask=layout.mask)
 
 
+def graph_edge_vectors(pos: Tensor, cell: Tensor, batch: Tensor, neighbour: Tensor,
+                       centre: Tensor, shifts: Tensor) -> Tensor:
+    """r_ij = pos[j] - pos[i] + shift · cell[batch[i]] for every edge, with no branch on the
+    sizes (zero cells for molecules).
+
+    Shapes:
+        pos [N, 3], cell [B, 3, 3], batch [N], neighbour, centre [E], shifts [E, 3] -> [E, 3]
+    """
+    edge_cell = cell.index_select(0, batch.index_select(0, centre))  # [E, 3, 3]
+    return pos.index_select(0, neighbour) - pos.index_select(0, centre) + torch.bmm(
+        shifts.to(pos.dtype).unsqueeze(1), edge_cell).squeeze(1)
+
+
 class PETGraphModel(torch.nn.Module):
     """PET (shared weights) from positions and a prebuilt graph: no data-dependent shapes.
 
@@ -104,9 +106,7 @@ class PETGraphModel(torch.nn.Module):
         model = self.model
         num_nodes, max_neighbours = slot_mask.shape
         edge_index = torch.stack([neighbour, centre])  # [2, E]
-        edge_cell = cell.index_select(0, batch.index_select(0, centre))  # [E, 3, 3]
-        vectors = pos.index_select(0, neighbour) - pos.index_select(0, centre) + torch.bmm(
-            shifts.to(pos.dtype).unsqueeze(1), edge_cell).squeeze(1)  # [E, 3]
+        vectors = graph_edge_vectors(pos, cell, batch, neighbour, centre, shifts)
         index = centre * max_neighbours + slot
         layout = EdgeLayout(centre, slot, index, index + centre + 1, None, slot_mask,
                             num_nodes, max_neighbours, reverse)
