@@ -11,11 +11,14 @@ that includes compilation, and the speed-up over eager):
 * ``export(graph part)``: ``torch.export`` of ``PETGraphModel`` run through
   ``ExportedProgram.module()`` (an un-optimised aten graph: measures the overhead, not a
   speed-up; compile it or AOTInductor-package it for speed).
-* ``ECSE eager`` / ``ECSE + compile(graph part)``: the symmetrizer with an eager or a
-  compiled backbone (frames always eager); its speed-up is relative to ECSE eager.
+* ECSE rows (speed-up relative to ``ECSE eager``): ``compile(ECSE wrapper)`` (the whole
+  wrapper, with graph breaks), ``ECSE + compile(PET graph part)`` (eager frames around a
+  compiled backbone), ``compile(ECSE graph part)`` / ``export(ECSE graph part)``: the
+  integer structure built eagerly, frames + copies + PET + average as one graph
+  (``torch_pet.export.ECSEGraphModel``), compiled or exported.
 
-Systems: a batch of ``--molecules`` distorted CH4 and a periodic water box (64 H2O, 192
-atoms). Model: d = ``--hidden`` (default 64), 4 heads, 2 layers, 2 blocks, R_c = 5 Å.
+Systems: a batch of ``--molecules`` distorted CH4, a periodic water box (64 H2O, 192
+atoms); for ECSE a batch of ``--ecse-molecules`` CH4 and one CH4 (the MD case). Model: d = ``--hidden`` (default 64), 4 heads, 2 layers, 2 blocks, R_c = 5 Å.
 
     python benchmarks/compile.py [--backend inductor|aot_eager] [--threads 2] [--repeats 5]
 """
@@ -31,7 +34,8 @@ from torch_geometric.data import Batch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from torch_pet import PET, ECSESymmetrizer  # noqa: E402
-from torch_pet.export import ExportedPET, PETGraphModel, export_pet  # noqa: E402
+from torch_pet.export import (ECSEGraphModel, ExportedECSE, ExportedPET,  # noqa: E402
+                              PETGraphModel, export_ecse, export_pet)
 from torch_pet.nn.derivatives import energy_and_forces  # noqa: E402
 from torch_pet.testing import random_methane, water_box  # noqa: E402
 
@@ -116,17 +120,28 @@ def main():
         add_rows(system, data, variants, pet)
     if args.ecse:
         eager = ECSESymmetrizer(pet, aux_model=aux)
-        add_rows(f"{args.ecse_molecules} x CH4, ECSE", ecse_data, {
-            "ECSE eager": eager,
-            "ECSE + compile(graph part)": ECSESymmetrizer(ExportedPET(pet, graph_compiled),
-                                                         aux_model=aux),
-            "ECSE + export(graph part)": ECSESymmetrizer(ExportedPET(pet, program.module()),
-                                                        aux_model=aux)}, eager)
+        start = time.perf_counter()
+        ecse_program = export_ecse(eager, example)
+        ecse_export_s = time.perf_counter() - start
+        ecse_compiled = torch.compile(ECSEGraphModel(eager), fullgraph=True, dynamic=True,
+                                      backend=args.backend)
+        for system, data in ((f"{args.ecse_molecules} x CH4, ECSE", ecse_data),
+                             ("1 x CH4, ECSE", random_methane(7, dtype=dtype))):
+            add_rows(system, data, {
+                "ECSE eager": eager,
+                "compile(ECSE wrapper)": torch.compile(eager, dynamic=True, backend=args.backend),
+                "ECSE + compile(PET graph part)": ECSESymmetrizer(
+                    ExportedPET(pet, graph_compiled), aux_model=aux),
+                "compile(ECSE graph part)": ExportedECSE(eager, ecse_compiled),
+                "export(ECSE graph part)": ExportedECSE(eager, ecse_program.module())}, eager)
+        export_s = f"{export_s:.1f} s (PET), {ecse_export_s:.1f} s (ECSE-PET)"
+    else:
+        export_s = f"{export_s:.1f} s"
 
     print(f"\nPET d={args.hidden}, 2 blocks x 2 layers, R_c 5 Å, {args.dtype}, "
           f"{args.threads} threads, backend {args.backend}, torch {torch.__version__}; "
           f"energy + forces per call (median of {args.repeats}); torch.export took "
-          f"{export_s:.1f} s\n")
+          f"{export_s}\n")
     print("| system | atoms | variant | first call (s) | wall per call (ms) | CPU per call (ms) "
           "| speed-up (CPU) vs first row | max abs diff vs eager |")
     print("|---|---|---|---|---|---|---|---|")

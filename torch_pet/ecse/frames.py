@@ -39,6 +39,7 @@ from typing import NamedTuple
 import torch
 
 from torch_pet.ecse.switches import collinearity_switch, radial_switch
+from torch_pet.nn.rows import sum_rows, take_rows
 from torch_pet.ops.ecse_pairs import ecse_pairs
 
 __all__ = ["ECSEFrames", "ecse_frames", "inner_cutoff", "prune_weights", "FrameStructure",
@@ -238,7 +239,7 @@ def frames_from_structure(edge_vectors: torch.Tensor, centre: torch.Tensor,
                                           delta_omega=delta_omega,
                                           smooth_outer_cutoff=options["smooth_outer_cutoff"])
     pool = pool_index.index_select(0, atom)
-    num_candidates = pool.new_zeros(num_pools).index_add(0, pool, torch.ones_like(pool))
+    num_candidates = sum_rows(torch.ones_like(pool), pool, num_pools)
     _, weights, aux_weight = prune_weights(weights, pool, num_pools,
                                            weight_eps=options["weight_eps"],
                                            beta_w=options["beta_w"],
@@ -424,9 +425,9 @@ def prune_weights(
     aux_weight = radial_switch(smooth_max, 0.5, 0.5)
     pruning_off = radial_switch(smooth_max, 0.5, 0.25)
     for _ in range(steps):
-        smooth_max = _pool_smooth_max(weights, pool, num_pools, beta_w)[pool]
+        smooth_max = take_rows(_pool_smooth_max(weights, pool, num_pools, beta_w), pool)
         factor = collinearity_switch(weights, 0.9 * smooth_max, 0.1 * smooth_max)
-        off = pruning_off[pool]
+        off = take_rows(pruning_off, pool)
         weights = weights * (factor * (1 - off) + off)
         if drop:
             keep = weights > weight_eps
@@ -440,9 +441,9 @@ def _pool_smooth_max(weights: torch.Tensor, pool: torch.Tensor, num_pools: int,
     with torch.no_grad():
         top = weights.new_zeros(num_pools).scatter_reduce(0, pool, weights, "amax",
                                                           include_self=False)
-    scaled = weights * torch.exp(beta_w * (weights - top[pool]))
-    numerator = weights.new_zeros(num_pools).index_add(0, pool, weights * scaled)
-    denominator = weights.new_zeros(num_pools).index_add(0, pool, scaled)
+    scaled = weights * torch.exp(beta_w * (weights - take_rows(top, pool)))
+    numerator = sum_rows(weights * scaled, pool, num_pools)
+    denominator = sum_rows(scaled, pool, num_pools)
     occupied = denominator > 0
     return torch.where(occupied, numerator / torch.where(occupied, denominator, 1.0), 0.0)
 

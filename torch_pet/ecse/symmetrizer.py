@@ -26,6 +26,7 @@ import torch.utils.checkpoint
 from torch_geometric.data import Batch, Data
 
 from torch_pet.ecse.frames import ECSEFrames, ecse_frames
+from torch_pet.nn.rows import add_rows, sum_rows
 from torch_pet.ops.radius_graph import edge_vectors, radius_graph
 from torch_pet.ecse.rotate import (OUTPUT_KINDS, atom_attribute_keys, copy_layout, rotate_back,
                                    rotated_batch)
@@ -189,8 +190,7 @@ class ECSESymmetrizer(torch.nn.Module):
                 total = _accumulate(total, rows, atom, frames.weights[a:b][layout.copy], y)
             else:
                 total = _accumulate(total, rows, structure, frames.weights[a:b], y)
-        weight_sum = aux_weight + aux_weight.new_zeros(s.num_structures).index_add(
-            0, frames.pool, frames.weights)  # [B]
+        weight_sum = aux_weight + sum_rows(frames.weights, frames.pool, s.num_structures)  # [B]
         row_pool = s.batch if self.per_atom else None
         total = self._add_aux(total, data, rows, aux_weight, row_pool)
         return _normalise(total, weight_sum if row_pool is None else weight_sum[row_pool])
@@ -405,7 +405,7 @@ def _accumulate(total, rows: int, index: torch.Tensor, weight: torch.Tensor, y: 
     weighted = y * weight.to(y.dtype).reshape(-1, *([1] * (y.dim() - 1)))
     if total is None:
         total = weighted.new_zeros(rows, *y.shape[1:])
-    return total.index_add(0, index, weighted)
+    return add_rows(total, index, weighted)
 
 
 def _normalise(total: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:

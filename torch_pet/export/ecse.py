@@ -32,6 +32,7 @@ from torch_pet.ecse.rotate import copy_layout, rotate_back
 from torch_pet.ecse.symmetrizer import (ECSESymmetrizer, _accumulate, _normalise,
                                         _read_structures, call_model)
 from torch_pet.export.pet import PETGraphModel, graph_edge_vectors, graph_inputs
+from torch_pet.nn.rows import sum_rows, take_rows
 from torch_pet.ops.radius_graph import edge_vectors, radius_graph
 
 __all__ = ["ECSEGraphModel", "ecse_graph_inputs", "export_ecse", "ExportedECSE"]
@@ -177,13 +178,12 @@ class ECSEGraphModel(torch.nn.Module):
         else:
             y = rotate_back(y, rotation, self.output)
             total = _accumulate(None, num_structures, frames.pool, frames.weights, y)
-        weight_sum = frames.aux_weight + frames.aux_weight.new_zeros(num_structures).index_add(
-            0, frames.pool, frames.weights)  # [B]
+        weight_sum = frames.aux_weight + sum_rows(frames.weights, frames.pool, num_structures)
         if self.per_atom:
-            weight_sum = weight_sum.index_select(0, batch)
+            weight_sum = take_rows(weight_sum, batch)
         if self.aux is not None:
             y_aux = self.aux(species, pos, cell, batch, *(inputs[f"aux_{key}"] for key in _PET_GRAPH))
-            aux_weight = frames.aux_weight.index_select(0, batch) if self.per_atom \
+            aux_weight = take_rows(frames.aux_weight, batch) if self.per_atom \
                 else frames.aux_weight
             total = _accumulate(total, total.shape[0], torch.arange(total.shape[0],
                                 device=total.device), aux_weight, y_aux)

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from torch_pet.nn.attention import resolve_attention
 from torch_pet.nn.edge_layout import EdgeLayout, build_edge_layout
-from torch_pet.nn.pet import sum_per_structure
 from torch_pet.nn.pet_conv import sequence_weights
+from torch_pet.nn.rows import add_rows, sum_rows
 
 __all__ = ["graph_inputs", "graph_edge_vectors", "PETGraphModel", "export_pet", "ExportedPET",
            "GRAPH_INPUTS"]
@@ -124,12 +124,12 @@ class PETGraphModel(torch.nn.Module):
                                     layout=layout, key_weight=key_weight,
                                     attention=self.attention)
             bonds = cutoff_weight[:, None] * bond_head(tokens)  # [E, out]
-            atomic = atomic + atomic_head(central).index_add(0, centre, bonds)
+            atomic = atomic + add_rows(atomic_head(central), centre, bonds)
             if k + 1 < model.num_blocks:
                 message = 0.5 * (message + tokens.index_select(0, reverse))
         if model.per_atom:
             return atomic
-        return sum_per_structure(atomic, batch, cell.shape[0])
+        return sum_rows(atomic, batch, cell.shape[0])
 
 
 def export_pet(model, example, *, attention: Optional[str] = None):

@@ -8,6 +8,7 @@ from torch_pet.nn.attention import ATTENTION_MODES, resolve_attention
 from torch_pet.nn.cutoff import Cutoff
 from torch_pet.nn.edge_layout import build_edge_layout
 from torch_pet.nn.pet_conv import PETConv, sequence_weights
+from torch_pet.nn.rows import add_rows, sum_rows
 
 
 def _head(channels: int, head_channels: int, out_channels: int) -> torch.nn.Sequential:
@@ -175,7 +176,7 @@ class PET(torch.nn.Module):
         if self.per_atom:
             return atomic
         index = batch if batch is not None else torch.zeros_like(species)
-        return sum_per_structure(atomic, index, num_graphs)
+        return sum_rows(atomic, index, num_graphs)
 
     def _atomic_contributions(self, species: Tensor, edge_index: Tensor, vectors: Tensor,
                               reverse: Tensor) -> Tensor:
@@ -201,7 +202,7 @@ class PET(torch.nn.Module):
             central, tokens = block(species, edge_index, features, message, cutoff_weight,
                                     layout=layout, key_weight=key_weight, attention=mode)
             bonds = cutoff_weight[:, None] * bond_head(tokens)  # [E, out]
-            atomic = atomic + atomic_head(central).index_add(0, centre, bonds)
+            atomic = atomic + add_rows(atomic_head(central), centre, bonds)
             if k + 1 < self.num_blocks:
                 message = 0.5 * (message + tokens[reverse])
         return atomic
@@ -260,21 +261,3 @@ class PET(torch.nn.Module):
                 f"num_heads={self.num_heads}, num_layers={self.num_layers}, "
                 f"num_blocks={self.num_blocks}, cutoff={self.cutoff}, "
                 f"distance_only={self.distance_only}, attention={self.attention!r})")
-
-
-def sum_per_structure(atomic: Tensor, batch: Tensor, num_graphs) -> Tensor:
-    """Per-structure sums of per-atom rows.
-
-    Works around a torch 2.13 Inductor CPU codegen failure (more than one thread, dynamic
-    shapes) on an ``index_add`` into a tiny tensor: one structure known at trace time (a
-    plain int, as dynamo specialises B = 1) is a plain sum, otherwise the sum goes into one
-    spare row (B + 1 rows, so never a single element). Neither changes a result;
-    ``tests/test_export.py`` compiles whole PET and its graph part on one periodic box.
-
-    Shapes:
-        atomic [N, C], batch [N] -> [B, C]
-    """
-    if isinstance(num_graphs, int) and num_graphs == 1:  # a plain int: not a SymInt
-        return atomic.sum(0, keepdim=True)
-    total = atomic.new_zeros(num_graphs + 1, atomic.shape[1]).index_add(0, batch, atomic)
-    return total[:num_graphs]
