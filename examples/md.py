@@ -20,6 +20,7 @@ Trainer (about a minute on 2 cores):
     python examples/md.py                               # quick model, ~3-4 min on 2 cores
     python examples/md.py --checkpoint runs/main/best.pt --time-ps 2
     python examples/md.py --also-pruned                 # adds yS with the paper's frame pruning
+    python examples/md.py --also-exported               # adds yS run by an exported program
 
 What to expect: y0 conserves energy (its forces are the exact gradient of a smooth
 energy) but its energy changes by meV/atom under rotations. yS is invariant to round-off
@@ -31,6 +32,11 @@ Verlet at 0.5 fs cannot follow: the energy jumps by the difference of the backbo
 outputs in the two frames. Measured with the main job's model (CH4, 0.5 ps): drift
 +0.004 (y0), +0.003 (yS, all frames), +6.9 meV/atom/ps (yS, pruned). The jumps scale with
 the rotational spread of y0, so they shrink as the backbone learns to be nearly invariant.
+
+``--also-exported`` deploys yS the way a production MD code would: the ECSE-wrapped model
+is exported with ``torch_pet.export.export_ecse`` (one graph, every size dynamic), saved
+with ``torch.export.save``, loaded back and run through the same ASE calculator; its
+trajectory should match eager yS.
 """
 import argparse
 import json
@@ -83,6 +89,35 @@ def methane_box() -> Atoms:
     box.translate((0.5, 0.5, 0.5))
     box.pbc = True
     return box
+
+
+def exported_symmetrized(checkpoint: str, atoms: Atoms, dtype, device, path: str):
+    """ECSE-PET of ``checkpoint`` (all frames kept) as a saved and reloaded torch.export
+    program, wrapped for :class:`PETCalculator`. Exported on two perturbed copies of
+    ``atoms`` so that no size is specialised to one structure."""
+    from torch_geometric.data import Batch
+
+    from torch_pet import ECSESymmetrizer
+    from torch_pet.calculator import atoms_to_data
+    from torch_pet.checkpoint import load_model
+    from torch_pet.export import ExportedECSE, export_ecse
+
+    model = load_model(checkpoint, device=device, dtype=dtype).eval()
+    try:
+        aux = load_model(checkpoint, aux=True, device=device, dtype=dtype).eval()
+    except ValueError:  # a checkpoint without an auxiliary model
+        aux = None
+    wrapper = ECSESymmetrizer(model, aux_model=aux, frame_options={"prune_steps": 0})
+    rng = np.random.default_rng(0)
+    examples = []
+    for _ in range(2):
+        copy = atoms.copy()
+        copy.positions += rng.normal(scale=0.05, size=copy.positions.shape)
+        examples.append(atoms_to_data(copy, dtype, device))
+    start = time.perf_counter()
+    torch.export.save(export_ecse(wrapper, Batch.from_data_list(examples)), path)
+    print(f"[md] exported ECSE-PET to {path} in {time.perf_counter() - start:.1f} s")
+    return ExportedECSE(wrapper, torch.export.load(path).module())
 
 
 def initial_momenta(atoms: Atoms, temperature: float, seed: int) -> np.ndarray:
@@ -225,6 +260,8 @@ def main():
                         help="ECSE pruning rounds of yS (default: the calculator's, 0)")
     parser.add_argument("--also-pruned", action="store_true",
                         help="also run yS with the paper's pruning (prune_steps=4)")
+    parser.add_argument("--also-exported", action="store_true",
+                        help="also run yS through a saved and reloaded torch.export program")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -248,9 +285,16 @@ def main():
     steps = int(round(1000 * args.time_ps / args.timestep_fs))
     results = {}
     for system in args.systems:
-        for name, options in models.items():
-            calc = PETCalculator(checkpoint, dtype=dtype, device=args.device, **options)
-            probe = PETCalculator(checkpoint, dtype=dtype, device=args.device, **options)
+        system_models = dict(models)
+        if args.also_exported:
+            path = os.path.join(args.out, f"ecse_pet_{system}.pt2")
+            exported = exported_symmetrized(checkpoint, systems[system], dtype, args.device, path)
+            system_models["yS (exported)"] = dict(model=exported)
+        for name, options in system_models.items():
+            options = dict(options)
+            model = options.pop("model", checkpoint)
+            calc = PETCalculator(model, dtype=dtype, device=args.device, **options)
+            probe = PETCalculator(model, dtype=dtype, device=args.device, **options)
             print(f"[md] {system}, {name}: {steps} steps of {args.timestep_fs} fs ...", flush=True)
             results[(system, name)] = r = run_nve(
                 calc, probe, systems[system], timestep_fs=args.timestep_fs, steps=steps,
