@@ -178,32 +178,36 @@ def test_compile_whole_ecse_wrapper(pet, aux):
         print(f"  {count} x {reason.splitlines()[0][:120]}")
 
 
+@pytest.fixture
+def two_threads():
+    """Inductor's failing CPU code is the multi-threaded (atomic) scatter: compile with 2."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("num_rows", [1, 3])
 @pytest.mark.parametrize("columns", [(), (1,)])
-def test_inductor_compiles_row_sums_into_one_element(num_rows, columns):
+def test_inductor_compiles_row_sums_into_one_element(num_rows, columns, two_threads):
     """Regression: torch 2.13's Inductor CPU codegen (2 threads) fails on an index_add into a
     single-element tensor of static size (one structure, one channel); add_rows/sum_rows
     sum the rows there."""
     from torch_pet.nn.rows import add_rows, sum_rows
 
+    def fn(values, index):
+        return add_rows(sum_rows(values.exp(), index, num_rows), index[:num_rows],
+                        values[:num_rows])
+
     torch._dynamo.reset()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the failing code is the multi-threaded (atomic) scatter
-    try:
-        def fn(values, index):
-            return add_rows(sum_rows(values.exp(), index, num_rows), index[:num_rows],
-                            values[:num_rows])
-
-        compiled = torch.compile(fn, dynamic=True)
-        for size in (200, 300):
-            values = torch.randn(size, *columns, generator=torch.Generator().manual_seed(size))
-            index = torch.arange(size) * num_rows // size
-            torch.testing.assert_close(compiled(values, index), fn(values, index))
-    finally:
-        torch.set_num_threads(threads)
+    compiled = torch.compile(fn, dynamic=True)
+    for size in (200, 300):
+        values = torch.randn(size, *columns, generator=torch.Generator().manual_seed(size))
+        index = torch.arange(size) * num_rows // size
+        torch.testing.assert_close(compiled(values, index), fn(values, index))
 
 
-def test_inductor_compiles_whole_pet_on_one_periodic_structure():
+def test_inductor_compiles_whole_pet_on_one_periodic_structure(two_threads):
     """Regression: Inductor (CPU, 2 threads) on whole PET for one periodic water box,
     float32, energies and forces vs eager."""
     from torch_pet.testing import water_box
@@ -212,16 +216,11 @@ def test_inductor_compiles_whole_pet_on_one_periodic_structure():
     torch.manual_seed(0)
     pet = PET(**{**OPTIONS, "species": (1, 8), "num_blocks": 1}).eval()
     data = water_box(8, generator=0, dtype=torch.float32)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the failing code is the multi-threaded (atomic) scatter
-    try:
-        assert_same(energy_and_forces(torch.compile(pet, dynamic=True), data),
-                    energy_and_forces(pet, data), atol=1e-4)
-    finally:
-        torch.set_num_threads(threads)
+    assert_same(energy_and_forces(torch.compile(pet, dynamic=True), data),
+                energy_and_forces(pet, data), atol=1e-4)
 
 
-def test_inductor_compiles_ecse_pruning_of_one_structure():
+def test_inductor_compiles_ecse_pruning_of_one_structure(two_threads):
     """Regression: ECSE's smooth pruning and weight sums for one structure (one pool), with
     gradients, under Inductor (CPU, 2 threads): gathers from and sums into one row."""
     from torch_pet.ecse.frames import prune_weights
@@ -232,21 +231,16 @@ def test_inductor_compiles_ecse_pruning_of_one_structure():
         return aux_weight + sum_rows(pruned * weights, pool, 1)
 
     torch._dynamo.reset()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        compiled = torch.compile(fn, dynamic=True)
-        for size in (30, 40):
-            weights = torch.rand(size, generator=torch.Generator().manual_seed(size),
-                                 dtype=torch.float64) + 0.1  # steep switches: float64
-            pool = torch.zeros(size, dtype=torch.long)
-            expected = torch.func.grad(lambda w: fn(w, pool).sum())(weights)
-            leaf = weights.clone().requires_grad_()
-            value = compiled(leaf, pool)
-            torch.testing.assert_close(value, fn(weights, pool))
-            torch.testing.assert_close(torch.autograd.grad(value.sum(), leaf)[0], expected)
-    finally:
-        torch.set_num_threads(threads)
+    compiled = torch.compile(fn, dynamic=True)
+    for size in (30, 40):
+        weights = torch.rand(size, generator=torch.Generator().manual_seed(size),
+                             dtype=torch.float64) + 0.1  # steep switches: float64
+        pool = torch.zeros(size, dtype=torch.long)
+        expected = torch.func.grad(lambda w: fn(w, pool).sum())(weights)
+        leaf = weights.clone().requires_grad_()
+        value = compiled(leaf, pool)
+        torch.testing.assert_close(value, fn(weights, pool))
+        torch.testing.assert_close(torch.autograd.grad(value.sum(), leaf)[0], expected)
 
 
 # --------------------------------------------------------------------------- whole ECSE graph
