@@ -109,6 +109,14 @@ def test_exported_program_saves_and_loads(pet, exported, tmp_path):
     assert_same(energy_and_forces(loaded, data), energy_and_forces(pet, data))
 
 
+def test_exported_programs_name_a_dtype_mismatch(pet, exported, exported_ecse):
+    data = random_molecule(7, generator=5, species=SPECIES, dtype=torch.float32)
+    wrapper, program = exported_ecse
+    for model in (ExportedPET(pet, exported.module()), ExportedECSE(wrapper, program.module())):
+        with pytest.raises(TypeError, match="traced in torch.float64 but got torch.float32"):
+            model(data)
+
+
 def test_ecse_around_exported_backbone(pet, aux, exported):
     eager = ECSESymmetrizer(pet, aux_model=aux)
     symmetrized = ECSESymmetrizer(ExportedPET(pet, exported.module()), aux_model=aux)

@@ -31,7 +31,8 @@ from torch_pet.ecse.frames import FrameStructure, frame_structure, frames_from_s
 from torch_pet.ecse.rotate import copy_layout, rotate_back
 from torch_pet.ecse.symmetrizer import (ECSESymmetrizer, _accumulate, _normalise,
                                         _read_structures, call_model)
-from torch_pet.export.pet import PETGraphModel, graph_edge_vectors, graph_inputs
+from torch_pet.export.pet import (PETGraphModel, check_traced_dtype, graph_edge_vectors,
+                                  graph_inputs, traced_dtype)
 from torch_pet.nn.rows import sum_rows, take_rows
 from torch_pet.ops.radius_graph import edge_vectors, radius_graph
 
@@ -248,6 +249,7 @@ class ExportedECSE(torch.nn.Module):
         _check_exportable(wrapper)
         self.wrapper = wrapper
         self.graph_module = graph_module
+        self.traced_dtype = traced_dtype(graph_module)
         self.species, self.cutoff = wrapper.model.species, wrapper.model.cutoff
 
     @property
@@ -256,4 +258,5 @@ class ExportedECSE(torch.nn.Module):
         return self.wrapper.per_atom
 
     def forward(self, data) -> Tensor:
+        check_traced_dtype(self.traced_dtype, data.pos)
         return self.graph_module(ecse_graph_inputs(self.wrapper, data))

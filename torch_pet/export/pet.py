@@ -171,6 +171,7 @@ class ExportedPET(torch.nn.Module):
         super().__init__()
         self.pet = model
         self.graph_module = graph_module
+        self.traced_dtype = traced_dtype(graph_module)
         self.species, self.cutoff = model.species, model.cutoff
         self.receptive_field, self.out_channels = model.receptive_field, model.out_channels
 
@@ -180,5 +181,24 @@ class ExportedPET(torch.nn.Module):
         return self.pet.per_atom
 
     def forward(self, data) -> Tensor:
+        check_traced_dtype(self.traced_dtype, data.pos)
         inputs = graph_inputs(self.pet, data)
         return self.graph_module(*(inputs[name] for name in GRAPH_INPUTS))
+
+
+def traced_dtype(graph_module) -> Optional[torch.dtype]:
+    """The floating dtype an exported program was traced in (None for other modules, e.g.
+    compiled ones, which retrace for a new dtype)."""
+    if not isinstance(graph_module, torch.fx.GraphModule):
+        return None
+    floating = [t.dtype for t in (*graph_module.parameters(), *graph_module.buffers())
+                if t.is_floating_point()]
+    return floating[0] if floating else None
+
+
+def check_traced_dtype(dtype: Optional[torch.dtype], pos: Tensor) -> None:
+    """Exported programs are specialised to the dtype they were traced in."""
+    if dtype is not None and pos.dtype != dtype:
+        raise TypeError(f"this exported program was traced in {dtype} but got {pos.dtype} "
+                        f"positions; export it again in {pos.dtype} (or pass {dtype} data; "
+                        "PETCalculator: dtype=...)")
