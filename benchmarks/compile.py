@@ -10,7 +10,7 @@ that includes compilation, and the speed-up over eager):
   fullgraph=True, dynamic=True)`` for the rest (``torch_pet.export.ExportedPET``).
 * ``export(graph part)``: ``torch.export`` of ``PETGraphModel`` run through
   ``ExportedProgram.module()`` (an un-optimised aten graph: measures the overhead, not a
-  speed-up; compile it or AOTInductor-package it for speed).
+  speed-up).
 * ECSE rows (speed-up relative to ``ECSE eager``): ``compile(ECSE wrapper)`` (the whole
   wrapper, with graph breaks), ``ECSE + compile(PET graph part)`` (eager frames around a
   compiled backbone), ``compile(ECSE graph part)`` / ``export(ECSE graph part)``: the

@@ -8,8 +8,8 @@ What can be captured (measured graph breaks in ``tests/test_export.py``):
   padded width K with ``int(...)``, and the eager wrapper chunks its rotated copies in a
   Python loop, prunes frames with boolean masks and builds a PyG ``Batch`` of copies. The
   pieces between breaks are compiled.
-* One graph each, all sizes dynamic, for ``torch.export`` (deployment: save/load,
-  AOTInductor) and ``torch.compile(fullgraph=True)``: the integer structure (neighbour
+* One graph each, all sizes dynamic, for ``torch.export`` (deployment: save/load) and
+  ``torch.compile(fullgraph=True)``: the integer structure (neighbour
   lists, frame pairs, copy layout) is built eagerly by compiled C++ ops, the differentiable
   rest is a module without data-dependent shapes:
 
