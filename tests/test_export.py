@@ -29,7 +29,7 @@ What works and what does not (torch 2.13, measured here):
 import numpy as np
 import pytest
 import torch
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 from torch_pet import PET, ECSESymmetrizer
 from torch_pet.export import (GRAPH_INPUTS, ECSEGraphModel, ExportedECSE, ExportedPET,
@@ -314,7 +314,9 @@ def test_export_whole_ecse_with_dynamic_sizes(exported_ecse):
     # N, B, E_o, P, F, C, M, E_c, K (copies), E_a, K_a (auxiliary PET): all symbolic
     assert len(program.range_constraints) == 11, program.range_constraints
     model = ExportedECSE(wrapper, program.module())
-    for data in ecse_structures():
+    linear = Data(z=torch.tensor([8, 6, 8]), pos=torch.tensor(
+        [[-1.16, 0.0, 0.0], [0.0, 0.0, 0.0], [1.16, 0.0, 0.0]], dtype=torch.float64))
+    for data in ecse_structures() + [linear]:  # CO2: no frame at all, only the aux model
         assert_same(ecse_results(model, data), ecse_results(wrapper, data), atol=1e-10)
     data = ecse_structures()[0]
     rotation = random_rotation(7)
