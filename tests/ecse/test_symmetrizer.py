@@ -183,6 +183,38 @@ def test_chunks_bound_backbone_calls():
     assert len(calls) == frames.frames.shape[0]
 
 
+def test_auto_checkpointing_follows_the_measured_activation_budget():
+    """checkpoint="auto" runs the first chunk plainly, measures what its backward keeps and
+    checkpoints the rest (their forward runs again in the backward pass) only if all
+    chunks' activations would exceed activation_budget; the numbers never change."""
+    from torch_pet.nn.derivatives import energy_and_forces
+
+    data = _molecules()
+    toy, _ = _wrap()
+    calls = []
+
+    def counting(model, batch):  # first channel as the energy
+        calls.append(batch.num_nodes)
+        return model(batch)[:, :1]
+
+    results = {}
+    for checkpoint, budget in (("auto", 1e15), ("auto", 0.0), (True, 1e15), (False, 0.0)):
+        calls.clear()
+        sym = ECSESymmetrizer(toy, adapter=counting, chunk_size=20, checkpoint=checkpoint,
+                              activation_budget=budget)
+        results[checkpoint, budget] = energy_and_forces(sym, data)
+        chunks = ECSESymmetrizer(toy, chunk_size=20)._chunks(
+            torch.bincount(data.batch)[sym.frames(data).pool])
+        recomputed = {("auto", 1e15): 0, ("auto", 0.0): len(chunks) - 1, (True, 1e15): len(chunks),
+                      (False, 0.0): 0}[checkpoint, budget]
+        assert len(chunks) > 3 and len(calls) == len(chunks) + recomputed, (checkpoint, budget)
+    for result in results.values():
+        for key in result:
+            torch.testing.assert_close(result[key], results["auto", 1e15][key], atol=1e-13, rtol=0)
+    with pytest.raises(ValueError, match="activation_budget"):
+        ECSESymmetrizer(toy, activation_budget=-1)
+
+
 @pytest.mark.parametrize("periodic", [False, True])
 def test_invariant_backbone_is_unchanged_in_both_modes(periodic):
     """For an already invariant backbone every frame gives the same prediction, so both

@@ -78,7 +78,10 @@ class ECSESymmetrizer(torch.nn.Module):
             copy larger than chunk_size runs alone).
         checkpoint: recompute each chunk in the backward pass instead of keeping its
             activations (memory of one chunk instead of all copies, for about one extra
-            forward pass): True, False or "auto" (when there is more than one chunk).
+            forward pass): True, False or "auto": the first chunk runs without it while
+            the bytes its backward pass keeps are counted; the other chunks are
+            checkpointed only if keeping theirs too would exceed ``activation_budget``.
+        activation_budget: bytes of kept activations "auto" allows (default 4 GiB).
         frame_options: keyword arguments of :func:`ecse_frames` (beta, delta_r, omega,
             delta_omega, weight_eps, beta_w, prune_steps).
         adapter: ``adapter(model, batch) -> Tensor`` for other call signatures, e.g.
@@ -103,6 +106,7 @@ class ECSESymmetrizer(torch.nn.Module):
         extra_rotation: bool = True,
         chunk_size: int = 4096,
         checkpoint="auto",
+        activation_budget: float = 4 * 2 ** 30,
         frame_options: Optional[dict] = None,
         adapter: Optional[Callable] = None,
     ):
@@ -123,7 +127,10 @@ class ECSESymmetrizer(torch.nn.Module):
         self.output, self.per_atom, self.mode, self.o3 = output, bool(per_atom), mode, bool(o3)
         if checkpoint not in (True, False, "auto"):
             raise ValueError(f"ECSESymmetrizer: checkpoint must be True, False or 'auto', got {checkpoint!r}")
+        if not activation_budget >= 0:
+            raise ValueError(f"ECSESymmetrizer: activation_budget must be >= 0 bytes, got {activation_budget!r}")
         self.chunk_size, self.checkpoint = chunk_size, checkpoint
+        self.activation_budget = float(activation_budget)
         self.frame_options = frame_options
         self.adapter = call_model if adapter is None else adapter
         self.cutoff = _outer_cutoff(model, cutoff)
@@ -170,7 +177,9 @@ class ECSESymmetrizer(torch.nn.Module):
         rows = s.num_atoms if self.per_atom else s.num_structures
         keys = atom_attribute_keys(data)
         total = None
-        chunks = self._chunks(s.counts[frames.pool])
+        sizes = s.counts[frames.pool]
+        chunks = self._chunks(sizes)
+        run = _ChunkRunner(self.checkpoint, len(chunks), int(sizes.sum()), self.activation_budget)
         for a, b in chunks:
             structure = frames.pool[a:b]  # [C]
             layout = copy_layout(s.ptr, structure)
@@ -185,7 +194,7 @@ class ECSESymmetrizer(torch.nn.Module):
                                    else layout.ptr.numel() - 1, "model")
                 return rotate_back(y, rotation[layout.copy] if self.per_atom else rotation, self.output)
 
-            y = self._run(copies_output, len(chunks), relative, rotation[a:b], cell)
+            y = run(copies_output, atom.numel(), relative, rotation[a:b], cell)
             if self.per_atom:
                 total = _accumulate(total, rows, atom, frames.weights[a:b][layout.copy], y)
             else:
@@ -227,7 +236,9 @@ class ECSESymmetrizer(torch.nn.Module):
         rotation = self._rotations(frames.frames)
         keys = atom_attribute_keys(data)
         total = None
-        chunks = self._chunks(sub_ptr.diff()[frames.centre])
+        sizes = sub_ptr.diff()[frames.centre]
+        chunks = self._chunks(sizes)
+        run = _ChunkRunner(self.checkpoint, len(chunks), int(sizes.sum()), self.activation_budget)
         for a, b in chunks:
             centre = frames.centre[a:b]  # [C]
             layout = copy_layout(sub_ptr, centre)
@@ -239,7 +250,7 @@ class ECSESymmetrizer(torch.nn.Module):
                                    "model (atom mode needs per-atom outputs)")
                 return rotate_back(y[layout.ptr[:-1]], rotation, self.output)  # centre rows
 
-            y = self._run(centre_output, len(chunks), sub_pos[layout.item], rotation[a:b])
+            y = run(centre_output, atom.numel(), sub_pos[layout.item], rotation[a:b])
             total = _accumulate(total, s.num_atoms, centre, frames.weights[a:b], y)
         weight_sum = aux_weight + aux_weight.new_zeros(s.num_atoms).index_add(
             0, frames.pool, frames.weights)
@@ -254,16 +265,6 @@ class ECSESymmetrizer(torch.nn.Module):
         if self.extra_rotation is None:
             return frames
         return frames @ self.extra_rotation.to(frames.dtype)
-
-    def _run(self, fn, num_chunks: int, *tensors) -> torch.Tensor:
-        """fn(*tensors), recomputed in the backward pass (activation checkpointing) when
-        ``checkpoint`` says so, so that only one chunk's activations live at a time."""
-        use = self.checkpoint if self.checkpoint != "auto" else num_chunks > 1
-        if not (use and torch.is_grad_enabled()):
-            return fn(*tensors)
-        return torch.utils.checkpoint.checkpoint(fn, *tensors, use_reentrant=False,
-                                                 preserve_rng_state=False,
-                                                 context_fn=_recompute_context)
 
     def _chunks(self, sizes: torch.Tensor) -> list:
         """Frame ranges [a, b) whose copies hold at most chunk_size atoms (at least 1 copy)."""
@@ -322,6 +323,61 @@ class ECSESymmetrizer(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
+
+
+class _ChunkRunner:
+    """Runs the backbone on one chunk of copies after another, with activation
+    checkpointing (recomputation in the backward pass) where ``checkpoint`` asks for it.
+
+    "auto": one chunk needs none; otherwise the first chunk runs plainly while the bytes of
+    the tensors its backward pass keeps are counted (unique storages, parameters
+    excluded), and the other chunks are checkpointed if that, scaled to all copied
+    atoms, exceeds ``budget``. Under torch.compile (no real storages to count) "auto"
+    checkpoints whenever there is more than one chunk.
+    """
+
+    def __init__(self, checkpoint, num_chunks: int, total_atoms: int, budget: float):
+        self.total_atoms, self.budget = total_atoms, budget
+        self.projected_bytes = None  # measured "auto" estimate (for benchmarks)
+        if checkpoint == "auto":
+            self.use = False if num_chunks <= 1 else \
+                (True if torch.compiler.is_compiling() else None)  # None: measure first
+        else:
+            self.use = bool(checkpoint)
+
+    def __call__(self, fn, atoms: int, *tensors) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return fn(*tensors)
+        if self.use is None:
+            saved = _SavedBytes()
+            with saved:
+                y = fn(*tensors)
+            self.projected_bytes = saved.bytes * self.total_atoms / max(atoms, 1)
+            self.use = self.projected_bytes > self.budget
+            return y
+        if not self.use:
+            return fn(*tensors)
+        return torch.utils.checkpoint.checkpoint(fn, *tensors, use_reentrant=False,
+                                                 preserve_rng_state=False,
+                                                 context_fn=_recompute_context)
+
+
+class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Counts the bytes of the tensors autograd saves for the backward pass (unique
+    storages; leaves that require grad, such as parameters, are not activations)."""
+
+    def __init__(self):
+        self.bytes, self._seen = 0, set()
+
+        def pack(tensor):
+            if not (tensor.is_leaf and tensor.requires_grad):  # parameters, positions
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() not in self._seen:
+                    self._seen.add(storage.data_ptr())
+                    self.bytes += storage.nbytes()
+            return tensor
+
+        super().__init__(pack, lambda tensor: tensor)
 
 
 def _recompute_context():
