@@ -203,8 +203,7 @@ def test_auto_checkpointing_follows_the_measured_activation_budget():
         sym = ECSESymmetrizer(toy, adapter=counting, chunk_size=20, checkpoint=checkpoint,
                               activation_budget=budget)
         results[checkpoint, budget] = energy_and_forces(sym, data)
-        chunks = ECSESymmetrizer(toy, chunk_size=20)._chunks(
-            torch.bincount(data.batch)[sym.frames(data).pool])
+        chunks = sym._chunks(torch.bincount(data.batch)[sym.frames(data).pool])
         recomputed = {("auto", 1e15): 0, ("auto", 0.0): len(chunks) - 1, (True, 1e15): len(chunks),
                       (False, 0.0): 0}[checkpoint, budget]
         assert len(chunks) > 3 and len(calls) == len(chunks) + recomputed, (checkpoint, budget)

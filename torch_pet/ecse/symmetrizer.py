@@ -78,9 +78,10 @@ class ECSESymmetrizer(torch.nn.Module):
             copy larger than chunk_size runs alone).
         checkpoint: recompute each chunk in the backward pass instead of keeping its
             activations (memory of one chunk instead of all copies, for about one extra
-            forward pass): True, False or "auto": the first chunk runs without it while
-            the bytes its backward pass keeps are counted; the other chunks are
-            checkpointed only if keeping theirs too would exceed ``activation_budget``.
+            forward pass): True, False or "auto": a first, small chunk (at most
+            chunk_size / 8 atoms) runs without it while the bytes its backward pass keeps
+            are counted; the other chunks are checkpointed only if keeping theirs too would
+            exceed ``activation_budget``.
         activation_budget: bytes of kept activations "auto" allows (default 4 GiB).
         frame_options: keyword arguments of :func:`ecse_frames` (beta, delta_r, omega,
             delta_omega, weight_eps, beta_w, prune_steps).
@@ -267,7 +268,11 @@ class ECSESymmetrizer(torch.nn.Module):
         return frames @ self.extra_rotation.to(frames.dtype)
 
     def _chunks(self, sizes: torch.Tensor) -> list:
-        """Frame ranges [a, b) whose copies hold at most chunk_size atoms (at least 1 copy)."""
+        """Frame ranges [a, b) whose copies hold at most chunk_size atoms (at least 1 copy).
+
+        With ``checkpoint="auto"`` and more than one chunk, the first chunk is split: its
+        first part (at most chunk_size / 8 atoms) is the probe whose activations are
+        measured, so a projection over the budget costs little memory of its own."""
         if sizes.numel() == 0:
             return []
         end = sizes.cumsum(0).cpu()
@@ -277,6 +282,11 @@ class ECSESymmetrizer(torch.nn.Module):
             stop = max(stop, start + 1)
             bounds.append((start, stop))
             start, offset = stop, int(end[stop - 1])
+        if self.checkpoint == "auto" and len(bounds) > 1:
+            first_stop = bounds[0][1]
+            probe = max(1, int(torch.searchsorted(end, self.chunk_size // 8, right=True)))
+            if probe < first_stop:
+                bounds[:1] = [(0, probe), (probe, first_stop)]
         return bounds
 
     def _evaluate(self, model, inputs: Batch, rows: int, name: str) -> torch.Tensor:
@@ -329,7 +339,7 @@ class _ChunkRunner:
     """Runs the backbone on one chunk of copies after another, with activation
     checkpointing (recomputation in the backward pass) where ``checkpoint`` asks for it.
 
-    "auto": one chunk needs none; otherwise the first chunk runs plainly while the bytes of
+    "auto": one chunk needs none; otherwise the first (probe) chunk runs plainly while the bytes of
     the tensors its backward pass keeps are counted (unique storages, parameters
     excluded), and the other chunks are checkpointed if that, scaled to all copied
     atoms, exceeds ``budget``. Under torch.compile (no real storages to count) "auto"
