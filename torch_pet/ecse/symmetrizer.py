@@ -339,10 +339,10 @@ class _ChunkRunner:
     """Runs the backbone on one chunk of copies after another, with activation
     checkpointing (recomputation in the backward pass) where ``checkpoint`` asks for it.
 
-    "auto": one chunk needs none; otherwise the first (probe) chunk runs plainly while the bytes of
-    the tensors its backward pass keeps are counted (unique storages, parameters
-    excluded), and the other chunks are checkpointed if that, scaled to all copied
-    atoms, exceeds ``budget``. Under torch.compile (no real storages to count) "auto"
+    "auto": one chunk needs none; otherwise the first (probe) chunk runs plainly while the
+    bytes of the tensors its backward pass keeps are counted (unique storages, parameters
+    excluded), and the other chunks are checkpointed if that, scaled to all copied atoms,
+    exceeds ``budget``. Under torch.compile (no real storages to count) "auto"
     checkpoints whenever there is more than one chunk.
     """
 
