@@ -34,7 +34,7 @@ Shapes: N atoms, E edges, F frames, P pools.
 """
 import inspect
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -116,21 +116,10 @@ def ecse_frames(
     _check_parameters(beta, delta_r, omega, delta_omega, weight_eps, beta_w, prune_steps)
     centre_ptr = _centre_pointer(centre, num_atoms)
     length, unit = _lengths_and_directions(edge_vectors)
-
-    r_in = inner_cutoff(edge_vectors, length, unit, centre, centre_ptr,
-                        outer_cutoff=outer_cutoff, beta=beta, delta_r=delta_r, omega=omega,
-                        delta_omega=delta_omega)
-
-    # Ordered frame pairs inside R_in with s > omega - delta_omega (integer kernel).
-    s_onset = omega - delta_omega
-    pairs = ecse_pairs(edge_vectors, centre_ptr, r_in.detach(), s_onset, ordered=True)
-    weights, cross, sine2 = frame_weights(length, unit, pairs, r_in[centre[pairs[:, 0]]],
-                                          outer_cutoff=outer_cutoff, delta_r=delta_r, omega=omega,
-                                          delta_omega=delta_omega,
-                                          smooth_outer_cutoff=smooth_outer_cutoff)
-
-    pool, pairs, weights, cross, sine2 = _candidates(weights, weight_eps, centre, pool_index,
-                                                     pairs, weights, cross, sine2)
+    r_in, pool, pairs, weights, cross, sine2 = _weighted_candidates(
+        edge_vectors, length, unit, centre, centre_ptr, pool_index, outer_cutoff=outer_cutoff,
+        beta=beta, delta_r=delta_r, omega=omega, delta_omega=delta_omega,
+        weight_eps=weight_eps, smooth_outer_cutoff=smooth_outer_cutoff)
     num_candidates = torch.bincount(pool, minlength=num_pools)
 
     kept, weights, aux_weight = prune_weights(weights, pool, num_pools, weight_eps=weight_eps,
@@ -144,32 +133,47 @@ def ecse_frames(
     return ECSEFrames(frames, weights, atom, pool, aux_weight, r_in, num_candidates, pairs)
 
 
-def _candidates(weights, weight_eps, centre, pool_index, pairs, *per_frame):
-    """Frames with zero weight do not exist; order the rest by pool (stable: then by centre).
+def _weighted_candidates(edge_vectors, length, unit, centre, centre_ptr, pool_index, *,
+                         outer_cutoff, beta, delta_r, omega, delta_omega, weight_eps,
+                         smooth_outer_cutoff):
+    """R_in of every atom and the candidate frames: ordered edge pairs inside R_in with
+    s > omega - delta_omega (integer kernel) and weight > weight_eps, sorted by pool
+    (stable: then by centre). Frames with zero weight do not exist.
 
-    Returns the pool of each candidate, then pairs and ``per_frame`` restricted and ordered.
+    Returns r_in [N] and, per candidate, pool [F], pairs [F, 2], weights, cross, sine2.
     """
+    r_in = inner_cutoff(edge_vectors, length, unit, centre, centre_ptr,
+                        outer_cutoff=outer_cutoff, beta=beta, delta_r=delta_r, omega=omega,
+                        delta_omega=delta_omega)
+    pairs = ecse_pairs(edge_vectors, centre_ptr, r_in.detach(), omega - delta_omega, ordered=True)
+    weights, cross, sine2 = frame_weights(length, unit, pairs, r_in[centre[pairs[:, 0]]],
+                                          outer_cutoff=outer_cutoff, delta_r=delta_r, omega=omega,
+                                          delta_omega=delta_omega,
+                                          smooth_outer_cutoff=smooth_outer_cutoff)
     keep = weights > weight_eps
-    pairs, per_frame = pairs[keep], [t[keep] for t in per_frame]
+    pairs, weights, cross, sine2 = pairs[keep], weights[keep], cross[keep], sine2[keep]
     pool = pool_index[centre[pairs[:, 0]]]
     if pool.numel() > 1 and bool((pool[1:] < pool[:-1]).any()):
         order = torch.argsort(pool, stable=True)
-        pool, pairs, per_frame = pool[order], pairs[order], [t[order] for t in per_frame]
-    return (pool, pairs, *per_frame)
+        pool, pairs, weights, cross, sine2 = (t[order] for t in (pool, pairs, weights, cross, sine2))
+    return r_in, pool, pairs, weights, cross, sine2
 
 
 class FrameStructure(NamedTuple):
-    """The integer part of a batch's ECSE frames, for :func:`frames_from_structure`.
+    """The integer part of a batch's ECSE frames, for :func:`frames_from_structure`, and
+    the auxiliary weights (no gradient) for host-side checks.
 
     Shapes:
         inner_pairs [P, 2] (unordered edge pairs, s > omega, inside R_out: the R_in
         candidates), candidates [F, 2] (ordered frame pairs with weight > weight_eps, sorted
-        by pool), kept [C] (the candidates that survive pruning, ascending)
+        by pool), kept [C] (the candidates that survive pruning, ascending), aux_weight
+        [pools] (None when not computed)
     """
 
     inner_pairs: torch.Tensor
     candidates: torch.Tensor
     kept: torch.Tensor
+    aux_weight: Optional[torch.Tensor] = None
 
 
 def frame_structure(edge_vectors: torch.Tensor, centre: torch.Tensor, num_atoms: int,
@@ -192,23 +196,17 @@ def frame_structure(edge_vectors: torch.Tensor, centre: torch.Tensor, num_atoms:
         edge_vectors = edge_vectors.detach()
         centre_ptr = _centre_pointer(centre, num_atoms)
         length, unit = _lengths_and_directions(edge_vectors)
-        geometry = {k: options[k] for k in ("beta", "delta_r", "omega", "delta_omega")}
-        r_in = inner_cutoff(edge_vectors, length, unit, centre, centre_ptr,
-                            outer_cutoff=outer_cutoff, **geometry)
         inner_pairs = ecse_pairs(edge_vectors, centre_ptr,
                                  edge_vectors.new_full((num_atoms,), outer_cutoff),
                                  options["omega"], ordered=False)
-        pairs = ecse_pairs(edge_vectors, centre_ptr, r_in, options["omega"] - options["delta_omega"],
-                           ordered=True)
-        weights = frame_weights(length, unit, pairs, r_in[centre[pairs[:, 0]]],
-                                outer_cutoff=outer_cutoff, delta_r=options["delta_r"],
-                                omega=options["omega"], delta_omega=options["delta_omega"],
-                                smooth_outer_cutoff=options["smooth_outer_cutoff"])[0]
-        pool, pairs, weights = _candidates(weights, options["weight_eps"], centre, pool_index,
-                                           pairs, weights)
-        kept = prune_weights(weights, pool, num_pools, weight_eps=options["weight_eps"],
-                             beta_w=options["beta_w"], steps=options["prune_steps"])[0]
-    return FrameStructure(inner_pairs, pairs, kept)
+        _, pool, pairs, weights, _, _ = _weighted_candidates(
+            edge_vectors, length, unit, centre, centre_ptr, pool_index, outer_cutoff=outer_cutoff,
+            **{k: options[k] for k in ("beta", "delta_r", "omega", "delta_omega", "weight_eps",
+                                       "smooth_outer_cutoff")})
+        kept, _, aux_weight = prune_weights(weights, pool, num_pools,
+                                            weight_eps=options["weight_eps"],
+                                            beta_w=options["beta_w"], steps=options["prune_steps"])
+    return FrameStructure(inner_pairs, pairs, kept, aux_weight)
 
 
 def frames_from_structure(edge_vectors: torch.Tensor, centre: torch.Tensor,
@@ -228,7 +226,7 @@ def frames_from_structure(edge_vectors: torch.Tensor, centre: torch.Tensor,
     num_atoms = pool_index.shape[0]
     length, unit = _lengths_and_directions(edge_vectors)
     radial = radial_switch(length, outer_cutoff, delta_r)
-    inner_pairs, pairs, kept = structure
+    inner_pairs, pairs, kept = structure.inner_pairs, structure.candidates, structure.kept
     r_in = smooth_inner_cutoff(length, unit, radial, inner_pairs,
                                centre.index_select(0, inner_pairs[:, 0]),
                                edge_vectors.new_full((num_atoms,), outer_cutoff),

@@ -90,11 +90,7 @@ def ecse_graph_inputs(wrapper: ECSESymmetrizer, data) -> Dict[str, Tensor]:
     structure = frame_structure(vectors, edge_index[1], s.num_atoms, s.batch, s.num_structures,
                                 outer_cutoff=wrapper.cutoff, **wrapper.frame_options)
     if wrapper.aux_model is None:  # the wrapper's own check: degenerate structures need it
-        with torch.no_grad():
-            frames = frames_from_structure(vectors, edge_index[1], s.batch, s.num_structures,
-                                           structure, outer_cutoff=wrapper.cutoff,
-                                           **wrapper.frame_options)
-        wrapper._require_aux(frames.aux_weight * (s.counts > 0), s)
+        wrapper._require_aux(structure.aux_weight * (s.counts > 0), s)
     # Pair columns as separate tensors: a [P, 2] input would be duck-sized with B = 2 under
     # torch.compile(dynamic=True) (see graph_inputs).
     inputs.update(ecse_neighbour=edge_index[0].clone(), ecse_centre=edge_index[1].clone(),
