@@ -1,12 +1,16 @@
 """PET, the Point Edge Transformer (Pozdnyakov & Ceriotti, arXiv:2305.19302)."""
-from typing import Optional, Sequence
+import dataclasses
+import inspect
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from torch_pet.nn.attention import ATTENTION_MODES, resolve_attention
+from torch_pet.config import fields_doc
+from torch_pet.nn.attention import resolve_attention
 from torch_pet.nn.cutoff import Cutoff
 from torch_pet.nn.edge_layout import build_edge_layout
+from torch_pet.nn.pet_config import PETConfig
 from torch_pet.nn.pet_conv import PETConv, sequence_weights
 from torch_pet.nn.rows import add_rows, sum_rows
 
@@ -42,21 +46,13 @@ class PET(torch.nn.Module):
     ``pet_edge_index`` [2, E] / ``pet_shifts`` [E, 3]; or as
     ``model.forward_tensors(z, pos, batch, ...)`` with plain tensors.
 
+    Build it as ``PET(species=..., cutoff=...)`` (keyword arguments: the fields of
+    :class:`~torch_pet.nn.pet_config.PETConfig`, the one definition of PET's
+    hyperparameters) or ``PET(config)``; ``model.config`` holds them, and each is also an
+    attribute (``model.cutoff``, ...).
+
     Args:
-        species: atomic numbers the model knows (others raise ``ValueError``).
-        out_channels: width of the target (1 for energies, 3 for a dipole vector, ...).
-        hidden_channels: token width d.
-        num_heads: attention heads.
-        num_layers: transformer layers per block.
-        num_blocks: message-passing blocks (receptive field ``num_blocks * cutoff``).
-        ff_channels: hidden width of the transformer feed-forward networks.
-        head_channels: hidden width of the atomic and bond heads.
-        cutoff: R_c in the units of ``pos``.
-        cutoff_width: Δ, width of the switching shell of f_c.
-        per_atom: return per-atom contributions [N, out] instead of sums [B, out].
-        distance_only: embed only |r_ij| (an exactly rotation-invariant model).
-        attention: ``"auto"``, ``"fused"`` or ``"explicit"`` (:mod:`torch_pet.nn.attention`).
-        cutoff_function: ``"cosine"`` (the paper's) or ``"bump"``.
+{config_args}
 
     Shapes:
         - **input:** z :math:`[N]`, pos :math:`[N, 3]`, batch :math:`[N]`,
@@ -64,39 +60,23 @@ class PET(torch.nn.Module):
         - **output:** :math:`[B, \mathrm{out}]`, or :math:`[N, \mathrm{out}]` if per_atom
     """
 
-    def __init__(self, species: Sequence[int] = tuple(range(1, 119)), out_channels: int = 1,
-                 hidden_channels: int = 128, num_heads: int = 4, num_layers: int = 3,
-                 num_blocks: int = 3, ff_channels: int = 512, head_channels: int = 128,
-                 cutoff: float = 5.0, cutoff_width: float = 0.2, per_atom: bool = False,
-                 distance_only: bool = False, attention: str = "auto",
-                 cutoff_function: str = "cosine"):
+    def __init__(self, config: Optional[PETConfig] = None, **options):
         super().__init__()
-        species = [int(s) for s in species]
-        if not species or len(set(species)) != len(species) or min(species) < 1:
-            raise ValueError(f"species must be distinct atomic numbers >= 1, got {species}")
-        if attention not in ATTENTION_MODES:
-            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
-        for name, value in (("out_channels", out_channels), ("hidden_channels", hidden_channels),
-                            ("num_heads", num_heads), ("num_layers", num_layers),
-                            ("num_blocks", num_blocks), ("ff_channels", ff_channels),
-                            ("head_channels", head_channels)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        self.species = species
-        self.out_channels = out_channels
-        self.hidden_channels = hidden_channels
-        self.num_heads = num_heads
-        self.num_layers = num_layers
-        self.num_blocks = num_blocks
-        self.ff_channels = ff_channels
-        self.head_channels = head_channels
-        self.cutoff = float(cutoff)
-        self.cutoff_width = float(cutoff_width)
-        self.per_atom = per_atom
-        self.distance_only = distance_only
-        self.attention = attention
-        self.cutoff_function = cutoff_function
-        self.cutoff_fn = Cutoff(cutoff, cutoff_width, cutoff_function)
+        if config is None:
+            config = PETConfig(**options)
+        elif not isinstance(config, PETConfig):
+            raise TypeError(f"PET: config must be a PETConfig (or pass keyword arguments), "
+                            f"got {type(config).__name__}")
+        elif options:
+            config = config.replace(**options)
+        self.config = config
+        for field in dataclasses.fields(config):  # model.cutoff, model.num_blocks, ...
+            setattr(self, field.name, getattr(config, field.name))
+        self.species = list(config.species)
+        species = self.species
+        hidden_channels, out_channels = config.hidden_channels, config.out_channels
+        num_blocks, distance_only = config.num_blocks, config.distance_only
+        self.cutoff_fn = Cutoff(config.cutoff, config.cutoff_width, config.cutoff_function)
 
         lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
         lookup[torch.tensor(species)] = torch.arange(len(species))
@@ -105,13 +85,16 @@ class PET(torch.nn.Module):
 
         self.neighbour_embedding = torch.nn.Embedding(len(species), hidden_channels)
         self.blocks = torch.nn.ModuleList([
-            PETConv(hidden_channels, len(species), num_heads, num_layers, ff_channels,
-                    geometry_channels=1 if distance_only else 4, attention=attention)
+            PETConv(hidden_channels, len(species), config.num_heads, config.num_layers,
+                    config.ff_channels, geometry_channels=1 if distance_only else 4,
+                    attention=config.attention)
             for _ in range(num_blocks)])
         self.atomic_heads = torch.nn.ModuleList(
-            [_head(hidden_channels, head_channels, out_channels) for _ in range(num_blocks)])
+            [_head(hidden_channels, config.head_channels, out_channels)
+             for _ in range(num_blocks)])
         self.bond_heads = torch.nn.ModuleList(
-            [_head(hidden_channels, head_channels, out_channels) for _ in range(num_blocks)])
+            [_head(hidden_channels, config.head_channels, out_channels)
+             for _ in range(num_blocks)])
 
     @property
     def receptive_field(self) -> float:
@@ -119,14 +102,9 @@ class PET(torch.nn.Module):
 
     @property
     def hyperparameters(self) -> dict:
-        """The constructor arguments (checkpoints rebuild the model from them)."""
-        return dict(species=list(self.species), out_channels=self.out_channels,
-                    hidden_channels=self.hidden_channels, num_heads=self.num_heads,
-                    num_layers=self.num_layers, num_blocks=self.num_blocks,
-                    ff_channels=self.ff_channels, head_channels=self.head_channels,
-                    cutoff=self.cutoff, cutoff_width=self.cutoff_width,
-                    per_atom=self.per_atom, distance_only=self.distance_only,
-                    attention=self.attention, cutoff_function=self.cutoff_function)
+        """The constructor arguments, ``config`` as a plain dict (checkpoints rebuild the
+        model from them)."""
+        return self.config.to_dict()
 
     def reset_parameters(self):
         self.neighbour_embedding.reset_parameters()
@@ -137,46 +115,64 @@ class PET(torch.nn.Module):
                     layer.reset_parameters()
 
     def forward(self, data) -> Tensor:
-        """``model(data)`` on a PyG ``Data``/``Batch`` (see the class docstring)."""
-        batch = getattr(data, "batch", None)
-        num_graphs = getattr(data, "num_graphs", None) if batch is not None else 1
-        return self.forward_tensors(
-            data.z, data.pos, batch, cell=getattr(data, "cell", None),
-            pbc=getattr(data, "pbc", None), edge_index=getattr(data, "pet_edge_index", None),
-            shifts=getattr(data, "pet_shifts", None), num_graphs=num_graphs)
+        """``model(data)`` on a PyG ``Data``/``Batch`` (see the class docstring); its
+        ``batch`` or ``ptr`` (or both, agreeing) give the structure of each atom."""
+        from torch_pet.inputs import read_structure_index
+
+        z, pos = getattr(data, "z", None), getattr(data, "pos", None)
+        species = self._species_index(z, pos, prefix="data.")
+        index = read_structure_index(data, pos, prefix="data.")
+        return self._predict(species, pos, index, getattr(data, "cell", None),
+                             getattr(data, "pbc", None), getattr(data, "pet_edge_index", None),
+                             getattr(data, "pet_shifts", None),
+                             ("data.pet_edge_index", "data.pet_shifts"))
 
     def forward_tensors(self, z: Tensor, pos: Tensor, batch: Optional[Tensor] = None, *,
                         cell: Optional[Tensor] = None, pbc: Optional[Tensor] = None,
                         edge_index: Optional[Tensor] = None, shifts: Optional[Tensor] = None,
-                        num_graphs: Optional[int] = None) -> Tensor:
-        """The prediction from plain tensors; ``edge_index``/``shifts`` skip the graph build.
+                        num_graphs: Optional[int] = None, ptr: Optional[Tensor] = None) -> Tensor:
+        """The prediction from plain tensors; ``edge_index``/``shifts`` skip the graph build
+        (checked by :func:`torch_pet.inputs.check_graph`: in range, within a structure, no
+        duplicate, no self-loop without a shift, none longer than the cutoff). The structure
+        of each atom comes from ``batch`` and/or ``ptr`` (:mod:`torch_pet.inputs`).
 
         Shapes:
-            z [N], pos [N, 3], batch [N], cell [B, 3, 3] or [3, 3], pbc [B, 3] or [3],
-            edge_index [2, E], shifts [E, 3] -> [B, out] (or [N, out] if per_atom)
+            z [N], pos [N, 3], batch [N], ptr [B+1], cell [B, 3, 3] or [3, 3], pbc [B, 3] or
+            [3], edge_index [2, E], shifts [E, 3] -> [B, out] (or [N, out] if per_atom)
         """
-        from torch_pet import ops
+        from torch_pet.inputs import structure_index
 
         species = self._species_index(z, pos)
-        if cell is not None and cell.dim() == 2:
+        index = structure_index(batch, ptr, pos.shape[0], pos.device, num_structures=num_graphs)
+        return self._predict(species, pos, index, cell, pbc, edge_index, shifts,
+                             ("edge_index", "shifts"))
+
+    def _predict(self, species: Tensor, pos: Tensor, index, cell, pbc, edge_index, shifts,
+                 names) -> Tensor:
+        """The prediction for validated species and structure index (``StructureIndex``)."""
+        from torch_pet import ops
+        from torch_pet.inputs import check_graph
+
+        batch, num_graphs = index.batch, index.num_structures
+        if isinstance(cell, Tensor) and cell.dim() == 2:
             cell = cell.unsqueeze(0)
-        if pbc is not None and pbc.dim() == 1:
+        if isinstance(pbc, Tensor) and pbc.dim() == 1:
             pbc = pbc.unsqueeze(0)
-        if num_graphs is None:
-            num_graphs = int(batch.max()) + 1 if batch is not None and batch.numel() else 1
         if edge_index is None:
+            if shifts is not None:
+                raise ValueError(f"{names[1]} is given without {names[0]}; pass both or neither")
             with torch.no_grad():
                 edge_index, shifts = ops.radius_graph(pos.detach(), self.cutoff, batch,
                                                       cell=cell, pbc=pbc)
         else:
-            edge_index, shifts = self._check_edges(edge_index, shifts, pos.shape[0])
+            edge_index, shifts = check_graph(edge_index, shifts, pos, index, cell, pbc,
+                                             self.cutoff, names=names)
         vectors = ops.edge_vectors(pos, edge_index, shifts, cell=cell, batch=batch)  # [E, 3]
         reverse = ops.reverse_edge_index(edge_index, shifts)
         atomic = self._atomic_contributions(species, edge_index, vectors, reverse)
         if self.per_atom:
             return atomic
-        index = batch if batch is not None else torch.zeros_like(species)
-        return sum_rows(atomic, index, num_graphs)
+        return sum_rows(atomic, batch, num_graphs)
 
     def _atomic_contributions(self, species: Tensor, edge_index: Tensor, vectors: Tensor,
                               reverse: Tensor) -> Tensor:
@@ -207,17 +203,36 @@ class PET(torch.nn.Module):
                 message = 0.5 * (message + tokens[reverse])
         return atomic
 
-    def _species_index(self, z: Tensor, pos: Tensor) -> Tensor:
-        if z.dim() != 1 or z.dtype not in (torch.long, torch.int32, torch.int64):
-            raise ValueError(f"z must be a 1-D integer tensor of atomic numbers [N], got "
-                             f"{z.dtype} of shape {tuple(z.shape)}")
+    def _species_index(self, z, pos, prefix: str = "") -> Tensor:
+        """Index of each atom's species in the model's list; checks z and pos.
+
+        Shapes:
+            z [N], pos [N, 3] -> [N]
+        """
+        if not isinstance(z, Tensor):
+            raise TypeError(f"{prefix}z must be a torch.Tensor of atomic numbers [N], got "
+                            f"{type(z).__name__}")
+        if not isinstance(pos, Tensor):
+            raise TypeError(f"{prefix}pos must be a torch.Tensor [N, 3], got {type(pos).__name__}")
+        if z.dtype.is_floating_point or z.dtype.is_complex or z.dtype == torch.bool:
+            raise TypeError(f"{prefix}z must be an integer tensor of atomic numbers, got "
+                            f"{z.dtype}; convert it with z.long()")
+        if z.dim() != 1:
+            raise ValueError(f"{prefix}z must be a 1-D tensor of atomic numbers [N], got shape "
+                             f"{tuple(z.shape)}")
         if pos.dim() != 2 or pos.shape[1] != 3 or pos.shape[0] != z.shape[0]:
-            raise ValueError(f"pos must have shape [N, 3] with N = len(z) = {z.shape[0]}, got "
-                             f"{tuple(pos.shape)}")
+            raise ValueError(f"{prefix}pos must have shape [N, 3] with N = len(z) = "
+                             f"{z.shape[0]}, got {tuple(pos.shape)}")
+        if not pos.is_floating_point():
+            raise TypeError(f"{prefix}pos must be floating point (the model's "
+                            f"{self.self_energies.dtype}), got {pos.dtype}")
         if pos.dtype != self.self_energies.dtype:
-            raise TypeError(f"pos is {pos.dtype} but the model is "
+            raise TypeError(f"{prefix}pos is {pos.dtype} but the model is "
                             f"{self.self_energies.dtype}; convert one (model.double() or "
                             f"pos.to(...))")
+        if z.device != pos.device or pos.device != self.self_energies.device:
+            raise ValueError(f"{prefix}z is on {z.device} and {prefix}pos on {pos.device}, the "
+                             f"model on {self.self_energies.device}; move them to one device")
         z = z.long()
         lookup = self.species_index
         known = (z >= 0) & (z < lookup.shape[0])
@@ -226,38 +241,27 @@ class PET(torch.nn.Module):
         not_finite, any_unknown = torch.stack([~torch.isfinite(pos).all(),
                                                unknown.any()]).tolist()  # one host sync
         if not_finite:
-            raise ValueError("pos contains NaN or Inf; check the input structure")
+            atom = int((~torch.isfinite(pos).all(1)).nonzero()[0, 0])
+            raise ValueError(f"{prefix}pos contains NaN or Inf (first at atom {atom}); check the "
+                             "input structure")
         if any_unknown:
             bad = sorted(set(z[unknown].tolist()))
-            raise ValueError(f"atomic number(s) {bad} are not among the model's species "
-                             f"{self.species}; build PET(species=...) covering the data")
+            raise ValueError(f"{prefix}z: atomic number(s) {bad} are not among the model's "
+                             f"species {self.species}; build PET(species=...) covering the data")
         return index
 
-    @staticmethod
-    def _check_edges(edge_index: Tensor, shifts: Optional[Tensor], num_nodes: int):
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"pet_edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
-        if shifts is None:
-            shifts = edge_index.new_zeros(edge_index.shape[1], 3)
-        if shifts.shape != (edge_index.shape[1], 3):
-            raise ValueError(f"pet_shifts must have shape [E, 3] = [{edge_index.shape[1]}, 3], "
-                             f"got {tuple(shifts.shape)}")
-        if edge_index.shape[1] == 0:
-            return edge_index, shifts
-        centre = edge_index[1]
-        outside, unsorted = torch.stack([(edge_index.min() < 0) | (edge_index.max() >= num_nodes),
-                                         (centre[1:] < centre[:-1]).any()]).tolist()
-        if outside:
-            raise ValueError(f"pet_edge_index has atom indices outside [0, {num_nodes}); rebuild "
-                             "the neighbour list for these atoms")
-        if unsorted:
-            order = torch.argsort(centre, stable=True)
-            edge_index, shifts = edge_index[:, order], shifts[order]
-        return edge_index, shifts
-
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(species={len(self.species)}, "
-                f"out_channels={self.out_channels}, hidden_channels={self.hidden_channels}, "
-                f"num_heads={self.num_heads}, num_layers={self.num_layers}, "
-                f"num_blocks={self.num_blocks}, cutoff={self.cutoff}, "
-                f"distance_only={self.distance_only}, attention={self.attention!r})")
+        shown = [f"species={len(self.species)}"] + [
+            f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config)
+            if f.name != "species"]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+# The signature and the Args section are generated from PETConfig, the one definition.
+PET.__init__.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+     inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                       annotation=Optional[PETConfig])]
+    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                         annotation=f.type) for f in dataclasses.fields(PETConfig)])
+PET.__doc__ = PET.__doc__.replace("{config_args}", fields_doc(PETConfig))
