@@ -65,8 +65,8 @@ class Check(NamedTuple):
 
 POSITIVE_INT = Check(lambda v: v >= 1, "an integer >= 1")
 NON_NEGATIVE_INT = Check(lambda v: v >= 0, "an integer >= 0")
-POSITIVE = Check(lambda v: math.isfinite(v) and v > 0, "finite and > 0")
-NON_NEGATIVE = Check(lambda v: math.isfinite(v) and v >= 0, "finite and >= 0")
+POSITIVE = Check(lambda v: math.isfinite(v) and v > 0, "positive and finite")
+NON_NEGATIVE = Check(lambda v: math.isfinite(v) and v >= 0, ">= 0 and finite")
 FRACTION = Check(lambda v: 0 < v <= 1, "in (0, 1]")
 UNIT_INTERVAL_OPEN = Check(lambda v: 0 <= v < 1, "in [0, 1)")
 

@@ -6,8 +6,9 @@ batch; :class:`ECSESymmetrizer` (imported lazily) wraps any backbone with them.
 import importlib
 
 from torch_pet.ecse.frames import ECSEFrames, ecse_frames
+from torch_pet.ecse.options import FrameOptions
 
-__all__ = ["ECSEFrames", "ecse_frames", "ECSESymmetrizer"]
+__all__ = ["ECSEFrames", "FrameOptions", "ecse_frames", "ECSESymmetrizer"]
 
 
 def __getattr__(name):

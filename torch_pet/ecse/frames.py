@@ -32,12 +32,12 @@ else is differentiable torch code, vectorised over the whole batch.
 
 Shapes: N atoms, E edges, F frames, P pools.
 """
-import inspect
 import math
 from typing import NamedTuple, Optional
 
 import torch
 
+from torch_pet.ecse.options import FrameOptions
 from torch_pet.ecse.switches import collinearity_switch, radial_switch
 from torch_pet.nn.rows import sum_rows, take_rows
 from torch_pet.ops.ecse_pairs import ecse_pairs
@@ -78,14 +78,8 @@ def ecse_frames(
     *,
     outer_cutoff: float,
     o3: bool = False,
-    beta: float = 5.0,
-    delta_r: float = 0.15,
-    omega: float = 0.2,
-    delta_omega: float = 0.15,
-    weight_eps: float = 1e-10,
-    beta_w: float = 1.0,
-    prune_steps: int = 4,
-    smooth_outer_cutoff: bool = True,
+    options: Optional[FrameOptions] = None,
+    **overrides,
 ) -> ECSEFrames:
     """Weighted ECSE frames of every atom, pooled and pruned; differentiable in edge_vectors.
 
@@ -99,31 +93,28 @@ def ecse_frames(
         num_pools: P.
         outer_cutoff: R_out.
         o3: add for each frame its mirror F·diag(1, -1, 1) with the same weight.
-        beta, delta_r, omega, delta_omega: inner-cutoff and weight parameters (Å⁻¹, Å, -, -).
-        weight_eps, beta_w, prune_steps: pruning parameters.
-        smooth_outer_cutoff: also multiply each frame weight by f(r; R_out, delta_r) of both
-            edges (default). The method as published switches weights off only at R_in:
-            where R_in > R_out - delta_r (an atom without a well-conditioned pair well inside
-            R_out, where R_in -> R_out + delta_r) a frame then vanishes abruptly when one of
-            its neighbours crosses R_out. With this factor frames fade out smoothly there; it
-            changes nothing where R_in <= R_out - delta_r. ``False`` gives the published
-            weights exactly.
+        options: :class:`~torch_pet.ecse.options.FrameOptions` (beta, delta_r, omega,
+            delta_omega, weight_eps, beta_w, prune_steps, smooth_outer_cutoff: their
+            meaning and defaults are documented there, once); ``**overrides`` replace
+            single fields (``prune_steps=0``).
 
     Shapes:
         edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`ECSEFrames`
     """
+    opts = FrameOptions.coerce(options, **overrides)
+    beta, delta_r, omega, delta_omega = opts.beta, opts.delta_r, opts.omega, opts.delta_omega
+    weight_eps, beta_w = opts.weight_eps, opts.beta_w
     _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff)
-    _check_parameters(beta, delta_r, omega, delta_omega, weight_eps, beta_w, prune_steps)
     centre_ptr = _centre_pointer(centre, num_atoms)
     length, unit = _lengths_and_directions(edge_vectors)
     r_in, pool, pairs, weights, cross, sine2 = _weighted_candidates(
         edge_vectors, length, unit, centre, centre_ptr, pool_index, outer_cutoff=outer_cutoff,
         beta=beta, delta_r=delta_r, omega=omega, delta_omega=delta_omega,
-        weight_eps=weight_eps, smooth_outer_cutoff=smooth_outer_cutoff)
+        weight_eps=weight_eps, smooth_outer_cutoff=opts.smooth_outer_cutoff)
     num_candidates = torch.bincount(pool, minlength=num_pools)
 
     kept, weights, aux_weight = prune_weights(weights, pool, num_pools, weight_eps=weight_eps,
-                                              beta_w=beta_w, steps=prune_steps)
+                                              beta_w=beta_w, steps=opts.prune_steps)
     pairs, pool, cross, sine2 = pairs[kept], pool[kept], cross[kept], sine2[kept]
     frames = frame_matrices(unit, pairs, cross, sine2)
     atom = centre[pairs[:, 0]]
@@ -178,7 +169,7 @@ class FrameStructure(NamedTuple):
 
 def frame_structure(edge_vectors: torch.Tensor, centre: torch.Tensor, num_atoms: int,
                     pool_index: torch.Tensor, num_pools: int, *, outer_cutoff: float,
-                    **options) -> FrameStructure:
+                    options: Optional[FrameOptions] = None, **overrides) -> FrameStructure:
     """Which edge pairs :func:`ecse_frames` uses for this geometry (no gradients).
 
     Same arguments as :func:`ecse_frames` (``o3`` is ignored: mirrors are added later).
@@ -188,10 +179,9 @@ def frame_structure(edge_vectors: torch.Tensor, centre: torch.Tensor, num_atoms:
     Shapes:
         edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`FrameStructure`
     """
-    options = _frame_options(options)
+    overrides.pop("o3", None)
+    options = FrameOptions.coerce(options, **overrides)
     _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff)
-    _check_parameters(*(options[k] for k in ("beta", "delta_r", "omega", "delta_omega",
-                                             "weight_eps", "beta_w", "prune_steps")))
     with torch.no_grad():
         edge_vectors = edge_vectors.detach()
         centre_ptr = _centre_pointer(centre, num_atoms)
@@ -211,7 +201,8 @@ def frame_structure(edge_vectors: torch.Tensor, centre: torch.Tensor, num_atoms:
 
 def frames_from_structure(edge_vectors: torch.Tensor, centre: torch.Tensor,
                           pool_index: torch.Tensor, num_pools: int, structure: FrameStructure,
-                          *, outer_cutoff: float, o3: bool = False, **options) -> ECSEFrames:
+                          *, outer_cutoff: float, o3: bool = False,
+                          options: Optional[FrameOptions] = None, **overrides) -> ECSEFrames:
     """:func:`ecse_frames` for a given :class:`FrameStructure`: differentiable, with no
     data-dependent shapes, no host reads and no input checks (those ran in
     :func:`frame_structure`). Agrees with :func:`ecse_frames` to round-off (pruning keeps
@@ -221,7 +212,7 @@ def frames_from_structure(edge_vectors: torch.Tensor, centre: torch.Tensor,
         edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`ECSEFrames` (C frames,
         2C with ``o3``)
     """
-    options = _frame_options(options)
+    options = FrameOptions.coerce(options, **overrides)
     delta_r, omega, delta_omega = options["delta_r"], options["omega"], options["delta_omega"]
     num_atoms = pool_index.shape[0]
     length, unit = _lengths_and_directions(edge_vectors)
@@ -446,18 +437,6 @@ def _pool_smooth_max(weights: torch.Tensor, pool: torch.Tensor, num_pools: int,
     return torch.where(occupied, numerator / torch.where(occupied, denominator, 1.0), 0.0)
 
 
-_FRAME_DEFAULTS = {name: p.default for name, p in inspect.signature(ecse_frames).parameters.items()
-                   if p.kind == p.KEYWORD_ONLY and p.default is not p.empty and name != "o3"}
-
-
-def _frame_options(options: dict) -> dict:
-    """The keyword options of :func:`ecse_frames` (defaults filled in; o3 excluded)."""
-    unknown = sorted(set(options) - set(_FRAME_DEFAULTS))
-    if unknown:
-        raise TypeError(f"unknown ECSE frame options {unknown}; allowed: {sorted(_FRAME_DEFAULTS)}")
-    return {**_FRAME_DEFAULTS, **options}
-
-
 def _lengths_and_directions(edge_vectors: torch.Tensor):
     """|r| and r̂ with safe gradients at r = 0 (length 0, direction 0 there)."""
     length2 = (edge_vectors * edge_vectors).sum(-1)
@@ -514,22 +493,3 @@ def _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_
 
 
 _CUTOFF_TOLERANCE = 1e-4
-
-
-def _check_parameters(beta, delta_r, omega, delta_omega, weight_eps, beta_w, prune_steps) -> None:
-    if not beta > 0:
-        raise ValueError(f"ecse_frames: beta must be positive, got {beta}")
-    if not delta_r > 0:
-        raise ValueError(f"ecse_frames: delta_r must be positive, got {delta_r}")
-    if not 0 < delta_omega <= omega:
-        raise ValueError("ecse_frames: need 0 < delta_omega <= omega so that the collinearity "
-                         f"window [omega - delta_omega, omega] lies in s >= 0, got omega={omega}, "
-                         f"delta_omega={delta_omega}")
-    if not omega + delta_omega < 1:
-        raise ValueError(f"ecse_frames: need omega + delta_omega < 1 (s <= 1), got {omega + delta_omega}")
-    if not weight_eps >= 0:
-        raise ValueError(f"ecse_frames: weight_eps must be >= 0, got {weight_eps}")
-    if not beta_w >= 0:
-        raise ValueError(f"ecse_frames: beta_w must be >= 0, got {beta_w}")
-    if not (isinstance(prune_steps, int) and prune_steps >= 0):
-        raise ValueError(f"ecse_frames: prune_steps must be a non-negative int, got {prune_steps}")

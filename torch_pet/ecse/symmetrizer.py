@@ -26,6 +26,7 @@ import torch.utils.checkpoint
 from torch_geometric.data import Batch, Data
 
 from torch_pet.ecse.frames import ECSEFrames, ecse_frames
+from torch_pet.ecse.options import FrameOptions
 from torch_pet.nn.rows import add_rows, sum_rows
 from torch_pet.ops.radius_graph import edge_vectors, radius_graph
 from torch_pet.ecse.rotate import (OUTPUT_KINDS, atom_attribute_keys, copy_layout, rotate_back,
@@ -35,8 +36,6 @@ __all__ = ["ECSESymmetrizer"]
 
 #: R_out never exceeds this (Å), whatever the backbone's cutoff.
 MAX_OUTER_CUTOFF = 10.0
-_FRAME_OPTIONS = ("beta", "delta_r", "omega", "delta_omega", "weight_eps", "beta_w", "prune_steps",
-                  "smooth_outer_cutoff")
 _EXTRA_ROTATION_SEED = 230519302
 
 
@@ -83,8 +82,8 @@ class ECSESymmetrizer(torch.nn.Module):
             are counted; the other chunks are checkpointed only if keeping theirs too would
             exceed ``activation_budget``.
         activation_budget: bytes of kept activations "auto" allows (default 4 GiB).
-        frame_options: keyword arguments of :func:`ecse_frames` (beta, delta_r, omega,
-            delta_omega, weight_eps, beta_w, prune_steps).
+        frame_options: a :class:`~torch_pet.ecse.options.FrameOptions`, or a dict of some
+            of its fields (the others keep their defaults); stored as a ``FrameOptions``.
         adapter: ``adapter(model, batch) -> Tensor`` for other call signatures, e.g.
             ``lambda m, b: m(b.x, b.pos, b.batch)``.
 
@@ -108,7 +107,7 @@ class ECSESymmetrizer(torch.nn.Module):
         chunk_size: int = 4096,
         checkpoint="auto",
         activation_budget: float = 4 * 2 ** 30,
-        frame_options: Optional[dict] = None,
+        frame_options=None,
         adapter: Optional[Callable] = None,
     ):
         super().__init__()
@@ -119,10 +118,7 @@ class ECSESymmetrizer(torch.nn.Module):
         if not (isinstance(chunk_size, int) and chunk_size > 0):
             raise ValueError(f"ECSESymmetrizer: chunk_size must be a positive int (atoms per "
                              f"backbone call), got {chunk_size!r}")
-        frame_options = dict(frame_options or {})
-        unknown = sorted(set(frame_options) - set(_FRAME_OPTIONS))
-        if unknown:
-            raise ValueError(f"ECSESymmetrizer: unknown frame_options {unknown}; allowed: {list(_FRAME_OPTIONS)}")
+        frame_options = FrameOptions.coerce(frame_options)
         self.model = model
         self.aux_model = aux_model
         self.output, self.per_atom, self.mode, self.o3 = output, bool(per_atom), mode, bool(o3)
@@ -168,7 +164,7 @@ class ECSESymmetrizer(torch.nn.Module):
         edge_index, shifts = radius_graph(s.pos, self.cutoff, s.batch, **s.periodic)
         vectors = edge_vectors(s.pos, edge_index, shifts, s.cell, s.batch)
         frames = ecse_frames(vectors, edge_index[1], s.num_atoms, s.batch, s.num_structures,
-                             outer_cutoff=self.cutoff, o3=self.o3, **self.frame_options)
+                             outer_cutoff=self.cutoff, o3=self.o3, options=self.frame_options)
         return frames, frames.aux_weight * (s.counts > 0)  # empty structures need nothing
 
     def _forward_structure(self, data: Data, s: "_Structures") -> torch.Tensor:
@@ -215,7 +211,8 @@ class ECSESymmetrizer(torch.nn.Module):
         inner = length < self.cutoff
         atoms = torch.arange(s.num_atoms, device=s.pos.device)
         frames = ecse_frames(vectors[inner], edge_index[1][inner], s.num_atoms, atoms,
-                             s.num_atoms, outer_cutoff=self.cutoff, o3=self.o3, **self.frame_options)
+                             s.num_atoms, outer_cutoff=self.cutoff, o3=self.o3,
+                             options=self.frame_options)
         # Subgraph of atom i: i itself (relative position 0), then its neighbours (j, shift)
         # within the receptive field, at sub_ptr[i] .. sub_ptr[i+1]-1.
         field = length < self.receptive_field
