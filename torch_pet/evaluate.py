@@ -19,7 +19,8 @@ from typing import Dict, List, Optional
 import torch
 from torch_geometric.loader import DataLoader
 
-from torch_pet.training.augment import random_rotations, rotate_batch
+from torch_pet.outputs import FORCES, KindLike, OutputKind
+from torch_pet.rotations import random_rotations, rotate_structure
 
 
 _INPUT_KEYS = ("z", "pos", "cell", "pbc", "batch", "ptr")
@@ -105,12 +106,19 @@ def error_metrics(prediction: dict, dataset, *, energy_key: Optional[str] = "ene
 
 def rotation_errors(model, dataset, *, forces: bool = True, num_rotations: int = 8,
                     num_structures: int = 50, dtype: torch.dtype = torch.float64,
-                    seed: int = 0, batch_size: int = 64, device="cpu") -> Dict[str, float]:
+                    seed: int = 0, batch_size: int = 64, device="cpu",
+                    output_kind: KindLike = "scalar") -> Dict[str, float]:
     """Mean and max rotation errors of the per-structure output (energies: eV) and of the
     forces (eV/A) under random proper rotations, on a copy of ``model`` cast to ``dtype``.
 
-    The output is treated as invariant (energies, scalar targets).
+    The output's error is ``max|y(XRᵀ) - R·y(X)|`` over its components, R·y as its kind
+    ``output_kind`` says (default invariant: energies, scalar targets); the forces' is
+    the RMS over components of ``F(XRᵀ) - F(X)Rᵀ`` per structure.
     """
+    output_kind = OutputKind.parse(output_kind, "output_kind")
+    if output_kind.per_atom:
+        raise ValueError("rotation_errors: output_kind must be a per-structure kind (the "
+                         f"model's output is one row per structure), got {output_kind}")
     model = copy.deepcopy(model).to(dtype).eval()
     subset = dataset[:num_structures] if hasattr(dataset, "index_select") \
         else list(dataset)[:num_structures]
@@ -123,12 +131,12 @@ def rotation_errors(model, dataset, *, forces: bool = True, num_rotations: int =
         for _ in range(num_rotations):
             rotations = random_rotations(batch.num_graphs, generator=generator, dtype=dtype,
                                          device=device)
-            rotated = rotate_batch(batch, rotations, atom_vector_keys=("pos",),
-                                   structure_tensor_keys=())
+            rotated = rotate_structure(batch, rotations, labels={})  # inputs only
             output_rot, force_rot = _outputs(model, rotated, forces)
-            output_errors.append((output_rot - output).abs().amax(-1))
+            expected_output = output_kind.rotate(output, rotations)
+            output_errors.append((output_rot - expected_output).abs().amax(-1))
             if forces:
-                expected = torch.einsum("nij,nj->ni", rotations[batch.batch], force)
+                expected = FORCES.rotate(force, rotations, batch.batch)
                 sq = torch.zeros(batch.num_graphs, dtype=dtype, device=device).index_add(
                     0, batch.batch, (force_rot - expected).pow(2).sum(-1))
                 force_errors.append((sq / (3 * atoms)).sqrt())
@@ -146,11 +154,12 @@ def evaluate_model(model, dataset, *, name: str = "model", energy_key: Optional[
                    forces_key: Optional[str] = "forces", target_key: Optional[str] = None,
                    batch_size: int = 64, num_rotations: int = 8,
                    num_rotation_structures: int = 50, seed: int = 0,
-                   device="cpu") -> Dict[str, object]:
+                   device="cpu", output_kind: KindLike = "scalar") -> Dict[str, object]:
     """Errors, rotation errors and timing of ``model`` on ``dataset``; one dict.
 
     With ``forces_key`` the forces are -dE/dx of the model's energy; with ``target_key``
-    the model's output is compared with that per-structure target instead of energies.
+    the model's output is compared with that per-structure target instead of energies
+    (``output_kind``: how it rotates, for the rotation errors; default invariant).
     """
     forces = forces_key is not None
     prediction = predict(model, dataset, forces=forces, batch_size=batch_size, device=device)
@@ -161,7 +170,8 @@ def evaluate_model(model, dataset, *, name: str = "model", energy_key: Optional[
                              target_key=target_key))
     out.update(rotation_errors(model, dataset, forces=forces, num_rotations=num_rotations,
                                num_structures=num_rotation_structures, seed=seed,
-                               batch_size=batch_size, device=device))
+                               batch_size=batch_size, device=device,
+                               output_kind=output_kind))
     out["prediction"] = prediction
     return out
 

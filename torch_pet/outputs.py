@@ -21,6 +21,7 @@ OutputKind.VECTOR
 >>> OutputKind.parse("per-atom vector") == FORCES
 True
 """
+import math
 from dataclasses import dataclass, replace
 from typing import ClassVar, Optional, Tuple, Union
 
@@ -144,33 +145,26 @@ class OutputKind:
         if not y.is_floating_point():
             raise TypeError(f"rotate: a {self.name} must be floating point, got {y.dtype}")
         rotation = rotation.to(dtype=y.dtype, device=y.device)
-        if batch is not None and rotation.dim() == 3:
-            rotation = rotation[batch] if self.per_atom else rotation
-        if rotation.dim() == 3:
-            if y.dim() == 0 or y.shape[0] != rotation.shape[0]:
-                raise ValueError(f"rotate: one rotation per row needs y with {rotation.shape[0]} "
-                                 f"rows, got shape {tuple(y.shape)}")
-            flat = self._flat(y, y.shape[0])  # [rows, C, *shape]
-            if self.rank == 1:
-                return torch.bmm(flat, rotation.transpose(1, 2)).reshape(y.shape)
-            q = rotation.unsqueeze(1)
-            return (q @ flat @ q.transpose(-1, -2)).reshape(y.shape)
-        flat = self._flat(y, None)  # [items, *shape]
-        if self.rank == 1:
-            return (flat @ rotation.T).reshape(y.shape)
-        return (rotation @ flat @ rotation.T).reshape(y.shape)
-
-    def _flat(self, y: torch.Tensor, rows: Optional[int]) -> torch.Tensor:
-        """y as [rows, C, *shape] (rows given) or [items, *shape]; the components of an item
-        are its trailing dims or, flattened, consecutive within a row."""
-        per_row = y[0].numel() if y.dim() >= 1 and y.shape[0] > 0 else 0
+        if batch is not None and rotation.dim() == 3 and self.per_atom:
+            rotation = rotation[batch]
+        per_row = math.prod(y.shape[1:])  # static under torch.compile (no guard on rows)
         if not (self.has_shape(y) or (y.dim() >= 1 and per_row % self.components == 0)):
             raise ValueError(f"rotate: a {self.name} needs its last dims to be {self.shape} or a "
                              f"multiple of {self.components} components per row, got shape "
                              f"{tuple(y.shape)}")
-        if rows is None:
-            return y.reshape(-1, *self.shape)
-        return y.reshape(rows, per_row // self.components, *self.shape)
+        if rotation.dim() == 2:
+            flat = y.reshape(-1, *self.shape)  # [items, *shape]
+            if self.rank == 1:
+                return (flat @ rotation.T).reshape(y.shape)
+            return (rotation @ flat @ rotation.T).reshape(y.shape)
+        if not torch.compiler.is_compiling() and y.shape[0] != rotation.shape[0]:
+            raise ValueError(f"rotate: one rotation per row needs y with {rotation.shape[0]} "
+                             f"rows, got shape {tuple(y.shape)}")
+        flat = y.reshape(y.shape[0], per_row // self.components, *self.shape)  # [rows, C, *shape]
+        if self.rank == 1:
+            return torch.bmm(flat, rotation.transpose(1, 2)).reshape(y.shape)
+        q = rotation.unsqueeze(1)
+        return (q @ flat @ q.transpose(-1, -2)).reshape(y.shape)
 
     # ------------------------------------------------------------------ errors
     def error(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

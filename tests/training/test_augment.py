@@ -1,7 +1,9 @@
 import torch
 from torch_geometric.data import Batch, Data
 
-from torch_pet.training.augment import augment_batch, random_rotations, rotate_batch
+from torch_pet.outputs import OutputKind
+from torch_pet.rotations import random_rotations, rotate_structure
+from torch_pet.training.augment import augment_batch
 
 
 def _periodic_batch(dtype=torch.float64):
@@ -32,12 +34,12 @@ def test_random_rotations_are_haar_o3():
     assert torch.equal(again, random_rotations(5, generator=torch.Generator().manual_seed(3)))
 
 
-def test_rotate_batch_is_consistent_for_every_field():
+def test_rotate_structure_is_consistent_for_every_field():
     batch = _periodic_batch()
     original = batch.pos.clone()
     rotations = random_rotations(2, generator=torch.Generator().manual_seed(0),
                                  improper_probability=0.5)
-    out = rotate_batch(batch, rotations)
+    out = rotate_structure(batch, rotations)
     for b in range(2):
         R = rotations[b]
         atoms = batch.batch == b
@@ -69,6 +71,6 @@ def test_vector_targets_rotate_with_the_structure():
                dipole=torch.tensor([[0.0, 0.0, 2.0]]))
     batch = Batch.from_data_list([one, one.clone(), one.clone()])
     out = augment_batch(batch, torch.Generator().manual_seed(5),
-                        structure_vector_keys=("cell", "dipole"))
+                        labels={"dipole": OutputKind.VECTOR})
     # the dipole stays parallel to the rotated bond, with the same length
     torch.testing.assert_close(out.dipole, 2.0 * out.pos[1::2])

@@ -3,12 +3,9 @@
 Row-vector convention (ECSE.md): a copy presents the backbone with the points ``X·Q``
 (Q = F·A: the frame F, columns e1, e2, e3, times the fixed extra rotation A), its cell
 rows as ``cell·Q``. An output y computed on ``X·Q`` is brought back to the lab frame by
-
-* scalar: y (unchanged);
-* vector (last dim 3): ``y·Qᵀ``;
-* rank-2 Cartesian tensor (last dims 3, 3): ``Q·y·Qᵀ``;
-
-with any channel dims between the leading (copy or atom) dim and the Cartesian dims.
+rotating it with Q as its :class:`~torch_pet.outputs.OutputKind` says (scalars unchanged,
+vectors ``y·Qᵀ``, rank-2 tensors ``Q·y·Qᵀ``), with any channel dims between the leading
+(copy or atom) dim and the Cartesian dims.
 
 A batch of copies is built with index operations only: copy c repeats the items
 ``group_ptr[g] .. group_ptr[g+1]-1`` of group ``g = copy_group[c]`` (the atoms of one
@@ -21,10 +18,14 @@ from typing import NamedTuple, Optional
 import torch
 from torch_geometric.data import Batch, Data
 
+from torch_pet.outputs import KindLike, OutputKind
+
 __all__ = ["OUTPUT_KINDS", "rotate_back", "CopyLayout", "copy_layout", "rotated_batch",
            "atom_attribute_keys"]
 
-OUTPUT_KINDS = ("scalar", "vector", "tensor")
+#: Names of the per-structure output kinds (for callers that check strings; prefer
+#: :meth:`OutputKind.parse <torch_pet.outputs.OutputKind.parse>`).
+OUTPUT_KINDS = tuple(OutputKind(rank).name for rank in range(3))
 
 # Attributes never copied into the backbone input: rebuilt (pos, batch, ptr), rotated
 # separately (cell, pbc) or labels the backbone must not see.
@@ -32,24 +33,15 @@ _NOT_CARRIED = {"pos", "batch", "ptr", "cell", "pbc", "energy", "forces", "stres
                 "num_nodes"}
 
 
-def rotate_back(y: torch.Tensor, rotation: torch.Tensor, output: str) -> torch.Tensor:
-    """Bring outputs computed on ``X·Q`` back to the lab frame (row i uses ``rotation[i]``).
+def rotate_back(y: torch.Tensor, rotation: torch.Tensor, output: KindLike) -> torch.Tensor:
+    """Bring outputs computed on ``X·Q`` back to the lab frame (row i uses ``rotation[i]``):
+    :meth:`OutputKind.rotate <torch_pet.outputs.OutputKind.rotate>` of the kind ``output``.
 
     Shapes:
         y [M, ...] (scalar), [M, ..., 3] (vector) or [M, ..., 3, 3] (tensor),
         rotation [M, 3, 3] -> same shape as y
     """
-    if output == "scalar":
-        return y
-    rows = y.shape[0]
-    if output == "vector":
-        flat = y.reshape(rows, -1, 3)  # [M, C, 3]
-        return torch.bmm(flat, rotation.transpose(1, 2)).reshape(y.shape)
-    if output == "tensor":
-        flat = y.reshape(rows, -1, 3, 3)  # [M, C, 3, 3]
-        q = rotation.unsqueeze(1)
-        return (q @ flat @ q.transpose(-1, -2)).reshape(y.shape)
-    raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+    return OutputKind.parse(output, "output").rotate(y, rotation)
 
 
 class CopyLayout(NamedTuple):

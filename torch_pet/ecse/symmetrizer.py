@@ -29,8 +29,9 @@ from torch_pet.ecse.frames import ECSEFrames, ecse_frames
 from torch_pet.ecse.options import FrameOptions
 from torch_pet.nn.rows import add_rows, sum_rows
 from torch_pet.ops.radius_graph import edge_vectors, radius_graph
-from torch_pet.ecse.rotate import (OUTPUT_KINDS, atom_attribute_keys, copy_layout, rotate_back,
-                                   rotated_batch)
+from torch_pet.outputs import KindLike, OutputKind
+from torch_pet.rotations import random_rotation
+from torch_pet.ecse.rotate import atom_attribute_keys, copy_layout, rotated_batch
 
 __all__ = ["ECSESymmetrizer"]
 
@@ -54,8 +55,10 @@ class ECSESymmetrizer(torch.nn.Module):
             ``pos``, ``batch``, ``ptr``, every per-atom attribute of the input (``z``,
             ``x``, ...: treated as invariant) and, in structure mode, the rotated ``cell``
             and ``pbc``; edge attributes are not carried (the backbone builds its graph).
-        output: how the output transforms: "scalar", "vector" (last dim 3) or "tensor"
-            (last dims 3, 3); channel dims may sit between the first and the Cartesian dims.
+        output: how the output transforms: an :class:`~torch_pet.outputs.OutputKind` or
+            its string, "scalar", "vector" (last dim 3) or "tensor" (last dims 3, 3);
+            channel dims may sit between the first and the Cartesian dims. Stored as the
+            kind of the wrapper's output (``self.output``, per atom if ``per_atom``).
         per_atom: structure mode: the backbone returns (and the wrapper returns) per-atom
             rows. Atom mode: the backbone must return per-atom rows; the wrapper returns the
             symmetrized atomic outputs (``per_atom=True``) or their sum per structure.
@@ -96,7 +99,7 @@ class ECSESymmetrizer(torch.nn.Module):
         self,
         model: torch.nn.Module,
         *,
-        output: str = "scalar",
+        output: KindLike = "scalar",
         per_atom: bool = False,
         mode: str = "structure",
         cutoff: Optional[float] = None,
@@ -111,8 +114,9 @@ class ECSESymmetrizer(torch.nn.Module):
         adapter: Optional[Callable] = None,
     ):
         super().__init__()
-        if output not in OUTPUT_KINDS:
-            raise ValueError(f"ECSESymmetrizer: output must be one of {OUTPUT_KINDS}, got {output!r}")
+        output = OutputKind.parse(output, "ECSESymmetrizer: output")
+        per_atom = bool(per_atom) or output.per_atom
+        output = output.with_per_atom(per_atom)
         if mode not in ("structure", "atom"):
             raise ValueError(f"ECSESymmetrizer: mode must be 'structure' or 'atom', got {mode!r}")
         if not (isinstance(chunk_size, int) and chunk_size > 0):
@@ -133,14 +137,12 @@ class ECSESymmetrizer(torch.nn.Module):
         self.cutoff = _outer_cutoff(model, cutoff)
         self.receptive_field = _receptive_field(model, receptive_field) if mode == "atom" else None
         if extra_rotation:
-            from torch_pet.testing import random_rotation
-
             self.register_buffer("extra_rotation", random_rotation(_EXTRA_ROTATION_SEED))
         else:
             self.register_buffer("extra_rotation", None)
 
     def extra_repr(self) -> str:
-        return (f"output={self.output!r}, per_atom={self.per_atom}, mode={self.mode!r}, "
+        return (f"output={self.output.name!r}, per_atom={self.per_atom}, mode={self.mode!r}, "
                 f"cutoff={self.cutoff}, receptive_field={self.receptive_field}, o3={self.o3}, "
                 f"chunk_size={self.chunk_size}")
 
@@ -189,7 +191,7 @@ class ECSESymmetrizer(torch.nn.Module):
                 inputs = rotated_batch(data, atom, layout, relative, rotation, cell, pbc, keys)
                 y = self._evaluate(self.model, inputs, layout.item.numel() if self.per_atom
                                    else layout.ptr.numel() - 1, "model")
-                return rotate_back(y, rotation[layout.copy] if self.per_atom else rotation, self.output)
+                return self.output.rotate(y, rotation[layout.copy] if self.per_atom else rotation)
 
             y = run(copies_output, atom.numel(), relative, rotation[a:b], cell)
             if self.per_atom:
@@ -246,7 +248,7 @@ class ECSESymmetrizer(torch.nn.Module):
                 inputs = rotated_batch(data, atom, layout, relative, rotation, keys=keys)
                 y = self._evaluate(self.model, inputs, layout.item.numel(),
                                    "model (atom mode needs per-atom outputs)")
-                return rotate_back(y[layout.ptr[:-1]], rotation, self.output)  # centre rows
+                return self.output.rotate(y[layout.ptr[:-1]], rotation)  # centre rows
 
             y = run(centre_output, atom.numel(), sub_pos[layout.item], rotation[a:b])
             total = _accumulate(total, s.num_atoms, centre, frames.weights[a:b], y)
@@ -298,10 +300,9 @@ class ECSESymmetrizer(torch.nn.Module):
                 f"structures of {inputs.pos.shape[0]} atoms, expected {rows} rows (one per "
                 f"{'atom' if per_atom else 'structure'}); set per_atom to match the model "
                 "(atom mode needs per-atom outputs, e.g. PET(per_atom=True))")
-        trailing = {"scalar": (), "vector": (3,), "tensor": (3, 3)}[self.output]
-        if trailing and (y.dim() < 1 + len(trailing) or tuple(y.shape[-len(trailing):]) != trailing):
-            raise ValueError(f"ECSESymmetrizer: output={self.output!r} needs the {name}'s output to "
-                             f"end with dims {trailing}, got shape {tuple(y.shape)}")
+        if not self.output.has_shape(y):
+            raise ValueError(f"ECSESymmetrizer: output={self.output.name!r} needs the {name}'s output "
+                             f"to end with dims {self.output.shape}, got shape {tuple(y.shape)}")
         return y
 
     def _require_aux(self, aux_weight: torch.Tensor, s: "_Structures") -> None:

@@ -38,6 +38,7 @@ from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from torch_pet.checkpoint import load_checkpoint, save_checkpoint
+from torch_pet.outputs import ENERGY, FORCES, OutputKind
 from torch_pet.training.augment import augment_batch
 from torch_pet.training.self_energies import fit_self_energies, species_counts
 
@@ -65,6 +66,18 @@ class TrainingConfig:
     seed: int = 0
     progress: bool = True
     plot: bool = True
+
+
+def _trained_outputs(cfg: "TrainingConfig") -> dict:
+    """``{name: (data key, OutputKind)}`` of what the loss compares: the energy (and the
+    forces), or the per-structure target (a vector if ``target_is_vector``)."""
+    if cfg.target_key is not None:
+        kind = OutputKind.VECTOR if cfg.target_is_vector else OutputKind.SCALAR
+        return {"target": (cfg.target_key, kind)}
+    outputs = {"energy": (cfg.energy_key, ENERGY)}
+    if cfg.forces_key is not None:
+        outputs["forces"] = (cfg.forces_key, FORCES)
+    return outputs
 
 
 def _seeded(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -97,6 +110,7 @@ class Trainer:
         if cfg.target_key is not None and cfg.forces_key is not None:
             raise ValueError("forces are derivatives of an energy: with target_key=... set "
                              "forces_key=None")
+        self.outputs = _trained_outputs(cfg)  # {name: (data key, OutputKind)}
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.dtype = next(model.parameters()).dtype
@@ -186,13 +200,8 @@ class Trainer:
         return {"energy": out["energy"].reshape(batch.num_graphs), "forces": out["forces"]}
 
     def _errors(self, batch, pred) -> dict:
-        cfg = self.config
-        if cfg.target_key is not None:
-            return {"target": pred["target"] - batch[cfg.target_key].reshape_as(pred["target"])}
-        out = {"energy": pred["energy"] - batch[cfg.energy_key]}
-        if cfg.forces_key is not None:
-            out["forces"] = pred["forces"] - batch[cfg.forces_key]
-        return out
+        return {name: kind.error(pred[name], batch[key])
+                for name, (key, kind) in self.outputs.items()}
 
     def _loss(self, errors: dict, sigma: dict) -> torch.Tensor:
         cfg = self.config
@@ -205,7 +214,6 @@ class Trainer:
         cfg = self.config
         self.model.train()
         rotations = _seeded(cfg.seed, self.epoch, 1)
-        vector_keys = ("cell", cfg.target_key) if cfg.target_is_vector else ("cell",)
         total, sq, n = 0.0, {}, {}
         bar = tqdm(self._loader(self.train_set, shuffle=True, epoch=self.epoch),
                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
@@ -213,7 +221,7 @@ class Trainer:
         for batch in bar:
             batch = self._to_device(batch)
             if cfg.augment:
-                batch = augment_batch(batch, rotations, structure_vector_keys=vector_keys)
+                batch = augment_batch(batch, rotations, labels=dict(self.outputs.values()))
             errors = self._errors(batch, self._predict(batch, training=True))
             loss = self._loss(errors, self.sigma)
             if not torch.isfinite(loss):
@@ -258,7 +266,7 @@ class Trainer:
                 add("energy_atom_abs", float((errors["energy"] / atoms).abs().sum()))
                 add("energy_atom_sq", float((errors["energy"] / atoms).pow(2).sum()))
         out = {}
-        for name in ("energy", "forces", "target"):
+        for name in self.outputs:
             if f"{name}_n" in sums:
                 count = sums[f"{name}_n"]
                 out[f"{name}_mae"] = sums[f"{name}_abs"] / count
