@@ -65,13 +65,17 @@ class _AtomicSum(torch.nn.Module):
         self.last_atomic = None
 
     def forward(self, data) -> torch.Tensor:
-        atomic = self.atomic_model(data).reshape(data.pos.shape[0])  # [N]
+        from torch_pet.inputs import read_structure_index
+
+        index = read_structure_index(data, data.pos)  # batch derived from ptr if dropped
+        atomic = self.atomic_model(data)
+        if atomic.shape not in ((data.pos.shape[0],), (data.pos.shape[0], 1)):
+            raise ValueError(f"PETCalculator: the per-atom model returned shape "
+                             f"{tuple(atomic.shape)} for {data.pos.shape[0]} atoms, expected [N] "
+                             "or [N, 1]")
+        atomic = atomic.reshape(data.pos.shape[0])  # [N]
         self.last_atomic = atomic.detach()
-        batch = getattr(data, "batch", None)
-        if batch is None:
-            return atomic.sum().reshape(1, 1)
-        num_graphs = int(data.num_graphs)
-        return atomic.new_zeros(num_graphs).index_add(0, batch, atomic)[:, None]
+        return atomic.new_zeros(index.num_structures).index_add(0, index.batch, atomic)[:, None]
 
 
 def _per_atom_view(model: torch.nn.Module) -> Optional[torch.nn.Module]:
@@ -189,9 +193,25 @@ class PETCalculator(Calculator):
         if unknown:
             names = ", ".join(f"{_symbol(z)} (Z={z})" for z in unknown)
             known = ", ".join(_symbol(z) for z in self.species)
-            raise ValueError(f"PETCalculator: the structure contains {names}, which the model "
+            raise ValueError(f"PETCalculator: atoms.numbers contains {names}, which the model "
                              f"never saw (it knows {known}); use a model trained on these "
                              "elements")
+
+    @staticmethod
+    def _check_atoms(atoms) -> None:
+        """Positions and cell of ``atoms`` are finite (the model would raise deep inside)."""
+        from ase import Atoms
+
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"PETCalculator: atoms must be an ase.Atoms, got "
+                            f"{type(atoms).__name__}")
+        positions = np.asarray(atoms.positions)
+        if not np.isfinite(positions).all():
+            atom = int(np.nonzero(~np.isfinite(positions).all(axis=1))[0][0])
+            raise ValueError(f"PETCalculator: atoms.positions contains NaN or Inf (first at atom "
+                             f"{atom}); fix the structure")
+        if atoms.pbc.any() and not np.isfinite(np.asarray(atoms.cell)).all():
+            raise ValueError("PETCalculator: atoms.cell contains NaN or Inf")
 
     def _check_stress(self, atoms) -> None:
         if not atoms.pbc.any() or atoms.cell.rank < 3 or abs(atoms.cell.volume) < 1e-12:
@@ -201,8 +221,11 @@ class PETCalculator(Calculator):
 
     # ---------------------------------------------------------------------------------
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if atoms is not None:
+            self._check_atoms(atoms)
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
+        self._check_atoms(atoms)
         self._check_species(atoms)
         stress = "stress" in properties
         if stress:

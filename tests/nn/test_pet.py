@@ -157,10 +157,11 @@ def test_precomputed_graph_matches_built_graph():
     perm = torch.randperm(edge_index.shape[1])
     data.pet_edge_index, data.pet_shifts = edge_index[:, perm], shifts[perm]
     assert torch.allclose(model(data), energy, atol=1e-12)
-    # a graph built with a larger cutoff gives the same energy: f_c hides the extra edges
+    # a graph built with a larger cutoff is refused (tests/test_bad_inputs.py: the checks)
     data.pet_edge_index, data.pet_shifts = torch_pet.ops.radius_graph(
         data.pos, model.cutoff + 1.0, data.batch, cell=data.cell, pbc=data.pbc)
-    assert torch.allclose(model(data), energy, atol=1e-11)
+    with pytest.raises(ValueError, match="beyond the model's cutoff 3.0"):
+        model(data)
 
 
 def test_forward_tensors_and_petconv_standalone():

@@ -26,6 +26,7 @@ import torch.utils.checkpoint
 from torch_geometric.data import Batch, Data
 
 from torch_pet.ecse.frames import ECSEFrames, ecse_frames
+from torch_pet.inputs import StructureIndex, read_structure_index, with_structure_index
 from torch_pet.ecse.options import FrameOptions
 from torch_pet.nn.rows import add_rows, sum_rows
 from torch_pet.ops.radius_graph import edge_vectors, radius_graph
@@ -149,6 +150,7 @@ class ECSESymmetrizer(torch.nn.Module):
     # -----------------------------------------------------------------------------------
     def forward(self, data: Data) -> torch.Tensor:
         structures = _read_structures(data)
+        data = with_structure_index(data, structures.index)  # batch derived from ptr if dropped
         if self.mode == "structure":
             return self._forward_structure(data, structures)
         return self._forward_atom(data, structures)
@@ -190,7 +192,7 @@ class ECSESymmetrizer(torch.nn.Module):
             def copies_output(relative, rotation, cell, atom=atom, layout=layout, pbc=pbc):
                 inputs = rotated_batch(data, atom, layout, relative, rotation, cell, pbc, keys)
                 y = self._evaluate(self.model, inputs, layout.item.numel() if self.per_atom
-                                   else layout.ptr.numel() - 1, "model")
+                                   else layout.ptr.numel() - 1, "model", layout.ptr.numel() - 1)
                 return self.output.rotate(y, rotation[layout.copy] if self.per_atom else rotation)
 
             y = run(copies_output, atom.numel(), relative, rotation[a:b], cell)
@@ -200,7 +202,7 @@ class ECSESymmetrizer(torch.nn.Module):
                 total = _accumulate(total, rows, structure, frames.weights[a:b], y)
         weight_sum = aux_weight + sum_rows(frames.weights, frames.pool, s.num_structures)  # [B]
         row_pool = s.batch if self.per_atom else None
-        total = self._add_aux(total, data, rows, aux_weight, row_pool)
+        total = self._add_aux(total, data, rows, aux_weight, row_pool, s.num_structures)
         return _normalise(total, weight_sum if row_pool is None else weight_sum[row_pool])
 
     # -----------------------------------------------------------------------------------
@@ -247,14 +249,15 @@ class ECSESymmetrizer(torch.nn.Module):
             def centre_output(relative, rotation, atom=atom, layout=layout):
                 inputs = rotated_batch(data, atom, layout, relative, rotation, keys=keys)
                 y = self._evaluate(self.model, inputs, layout.item.numel(),
-                                   "model (atom mode needs per-atom outputs)")
+                                   "model (atom mode needs per-atom outputs)",
+                                   layout.ptr.numel() - 1)
                 return self.output.rotate(y[layout.ptr[:-1]], rotation)  # centre rows
 
             y = run(centre_output, atom.numel(), sub_pos[layout.item], rotation[a:b])
             total = _accumulate(total, s.num_atoms, centre, frames.weights[a:b], y)
         weight_sum = aux_weight + aux_weight.new_zeros(s.num_atoms).index_add(
             0, frames.pool, frames.weights)
-        total = self._add_aux(total, data, s.num_atoms, aux_weight, None)
+        total = self._add_aux(total, data, s.num_atoms, aux_weight, None, s.num_structures)
         atomic = _normalise(total, weight_sum)  # [N, ...]
         if self.per_atom:
             return atomic
@@ -288,7 +291,8 @@ class ECSESymmetrizer(torch.nn.Module):
                 bounds[:1] = [(0, probe), (probe, first_stop)]
         return bounds
 
-    def _evaluate(self, model, inputs: Batch, rows: int, name: str) -> torch.Tensor:
+    def _evaluate(self, model, inputs: Batch, rows: int, name: str,
+                  structures: int) -> torch.Tensor:
         y = self.adapter(model, inputs)
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"ECSESymmetrizer: the {name} must return a tensor, got {type(y).__name__}; "
@@ -296,7 +300,7 @@ class ECSESymmetrizer(torch.nn.Module):
         per_atom = self.per_atom or self.mode == "atom"
         if y.dim() == 0 or y.shape[0] != rows:
             raise ValueError(
-                f"ECSESymmetrizer: the {name} returned shape {tuple(y.shape)} for {inputs.num_graphs} "
+                f"ECSESymmetrizer: the {name} returned shape {tuple(y.shape)} for {structures} "
                 f"structures of {inputs.pos.shape[0]} atoms, expected {rows} rows (one per "
                 f"{'atom' if per_atom else 'structure'}); set per_atom to match the model "
                 "(atom mode needs per-atom outputs, e.g. PET(per_atom=True))")
@@ -322,10 +326,10 @@ class ECSESymmetrizer(torch.nn.Module):
             "but aux_model is None; pass aux_model=<an intrinsically invariant/equivariant model, "
             "e.g. PET(distance_only=True)>")
 
-    def _add_aux(self, total, data, rows, aux_weight, row_pool):
+    def _add_aux(self, total, data, rows, aux_weight, row_pool, structures: int):
         if not bool((aux_weight > 0).any()):
             return total
-        y_aux = self._evaluate(self.aux_model, data, rows, "aux_model")
+        y_aux = self._evaluate(self.aux_model, data, rows, "aux_model", structures)
         weight = aux_weight if row_pool is None else aux_weight[row_pool]
         return _accumulate(total, rows, torch.arange(rows, device=weight.device), weight, y_aux)
 
@@ -412,13 +416,14 @@ class _DoubleBackward:
 
 
 class _Structures:
-    """Positions, batch vector, per-structure atom counts and periodic cell of the input."""
+    """Positions, structure index (batch, ptr), per-structure atom counts and periodic cell
+    of the input."""
 
-    def __init__(self, pos, batch, num_structures, cell, pbc):
-        self.pos, self.batch, self.cell, self.pbc = pos, batch, cell, pbc
-        self.num_atoms, self.num_structures = pos.shape[0], num_structures
-        self.counts = torch.bincount(batch, minlength=num_structures)
-        self.ptr = torch.cat([self.counts.new_zeros(1), self.counts.cumsum(0)])
+    def __init__(self, pos, index: StructureIndex, cell, pbc):
+        self.pos, self.index, self.cell, self.pbc = pos, index, cell, pbc
+        self.batch, self.ptr, self.num_structures = index
+        self.num_atoms = pos.shape[0]
+        self.counts = self.ptr.diff()
         self.periodic = {}
         if cell is not None:
             self.periodic["cell"] = cell
@@ -428,26 +433,25 @@ class _Structures:
 
 def _read_structures(data: Data) -> _Structures:
     pos = getattr(data, "pos", None)
-    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
-        raise ValueError("ECSESymmetrizer: data.pos must be a tensor of shape [N, 3], got "
-                         f"{getattr(pos, 'shape', type(pos).__name__)}")
-    if not pos.is_floating_point():
-        raise TypeError(f"ECSESymmetrizer: data.pos must be floating point, got {pos.dtype}")
+    if not isinstance(pos, torch.Tensor):
+        raise TypeError("ECSESymmetrizer: data.pos must be a torch.Tensor of shape [N, 3], got "
+                        f"{type(pos).__name__}")
+    if pos.dim() != 2 or pos.shape[1] != 3:
+        raise ValueError("ECSESymmetrizer: data.pos must have shape [N, 3], got "
+                         f"{tuple(pos.shape)}")
+    if pos.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"ECSESymmetrizer: data.pos must be float32 or float64, got {pos.dtype}")
     if pos.shape[0] == 0:
-        raise ValueError("ECSESymmetrizer: the input has no atoms")
+        raise ValueError("ECSESymmetrizer: the input has no atoms (data.pos is empty)")
     if not bool(torch.isfinite(pos).all()):
         raise ValueError("ECSESymmetrizer: data.pos contains NaN or Inf")
-    batch = getattr(data, "batch", None)
-    if batch is None:
-        batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-    elif batch.shape != (pos.shape[0],) or batch.dtype != torch.long:
-        raise ValueError(f"ECSESymmetrizer: data.batch must be an int64 tensor of shape [N] = "
-                         f"[{pos.shape[0]}], got {tuple(batch.shape)} {batch.dtype}")
-    elif bool((batch[1:] < batch[:-1]).any()):
-        raise ValueError("ECSESymmetrizer: data.batch must be sorted (atoms grouped by structure, "
-                         "as Batch.from_data_list makes it)")
-    ptr = getattr(data, "ptr", None)
-    num_structures = ptr.numel() - 1 if isinstance(ptr, torch.Tensor) else int(batch.max()) + 1
+    for name in ("cell", "pbc"):
+        value = getattr(data, name, None)
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(f"ECSESymmetrizer: data.{name} must be a torch.Tensor or None, got "
+                            f"{type(value).__name__}")
+    index = read_structure_index(data, pos, owner="ECSESymmetrizer: ")
+    num_structures = index.num_structures
     cell, pbc = getattr(data, "cell", None), getattr(data, "pbc", None)
     if cell is not None:
         cell = cell.reshape(-1, 3, 3) if cell.numel() == 9 * num_structures else cell
@@ -461,7 +465,7 @@ def _read_structures(data: Data) -> _Structures:
                              f"[{num_structures}, 3], got {tuple(pbc.shape)}")
         if cell is None and bool(pbc.any()):
             raise ValueError("ECSESymmetrizer: data.pbc is set but data.cell is missing; give the cell")
-    return _Structures(pos, batch, num_structures, cell, pbc)
+    return _Structures(pos, index, cell, pbc)
 
 
 def _accumulate(total, rows: int, index: torch.Tensor, weight: torch.Tensor, y: torch.Tensor):

@@ -44,22 +44,27 @@ def graph_inputs(model, data) -> Dict[str, Tensor]:
         (sorted), shifts [E, 3], reverse [E], slot [E], slot_mask [N, K]
     """
     from torch_pet import ops
+    from torch_pet.inputs import check_graph, read_structure_index
 
-    pos = data.pos
-    batch = getattr(data, "batch", None)
-    num_graphs = int(data.num_graphs) if batch is not None else 1
-    if batch is None:
-        batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-    species = model._species_index(data.z, pos)
+    pos = getattr(data, "pos", None)
+    species = model._species_index(getattr(data, "z", None), pos, prefix="data.")
+    index = read_structure_index(data, pos)  # batch derived from ptr if dropped
+    batch, num_graphs = index.batch, index.num_structures
     cell, pbc = getattr(data, "cell", None), getattr(data, "pbc", None)
-    with torch.no_grad():
-        edge_index, shifts = ops.radius_graph(pos.detach(), model.cutoff, batch, cell=cell,
-                                              pbc=pbc)
+    if getattr(data, "pet_edge_index", None) is None:
+        with torch.no_grad():
+            edge_index, shifts = ops.radius_graph(pos.detach(), model.cutoff, batch, cell=cell,
+                                                  pbc=pbc)
+    else:  # the user's neighbour list, checked as PET checks it
+        edge_index, shifts = check_graph(data.pet_edge_index, getattr(data, "pet_shifts", None),
+                                         pos, index, cell, pbc, model.cutoff,
+                                         names=("data.pet_edge_index", "data.pet_shifts"))
     reverse = ops.reverse_edge_index(edge_index, shifts)
     layout = build_edge_layout(edge_index[1], pos.shape[0])
     if cell is None:
         cell = pos.new_zeros(num_graphs, 3, 3)
-    return dict(species=species, pos=pos, cell=cell.reshape(num_graphs, 3, 3), batch=batch,
+    cell = cell.reshape(-1, 3, 3).expand(num_graphs, 3, 3)  # a shared [3, 3] cell too
+    return dict(species=species, pos=pos, cell=cell, batch=batch,
                 neighbour=edge_index[0].clone(), centre=edge_index[1].clone(),  # not views
                 shifts=shifts, reverse=reverse, slot=layout.slot,
                 slot_mask=layout.mask)

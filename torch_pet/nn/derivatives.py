@@ -36,12 +36,14 @@ def energy_and_forces(model, data, *, compute_stress: bool = False,
     Shapes:
         returns ``{"energy": [B], "forces": [N, 3], "stress": [B, 3, 3]}``
     """
+    from torch_pet.inputs import read_structure_index
+
     data = copy.copy(data)  # a shallow copy: the caller's data keeps its tensors
-    pos = data.pos
-    batch = getattr(data, "batch", None)
-    num_graphs = getattr(data, "num_graphs", 1) if batch is not None else 1
-    if batch is None:
-        batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+    pos = getattr(data, "pos", None)
+    if not isinstance(pos, torch.Tensor):
+        raise TypeError(f"energy_and_forces: data.pos must be a torch.Tensor [N, 3], got "
+                        f"{type(pos).__name__}")
+    batch, _, num_graphs = read_structure_index(data, pos, owner="energy_and_forces: ")
 
     with torch.enable_grad():
         if not pos.requires_grad:

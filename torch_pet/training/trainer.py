@@ -21,6 +21,11 @@ optimizer step), gradient-norm clipping, validation every epoch, ``last.pt`` / `
 checkpoints, ``metrics.jsonl`` (every epoch) and ``learning_curve.png`` (every 10 epochs and
 at the end) in ``out_dir``.
 
+When to stop is a pluggable rule (``stop=``, :mod:`torch_pet.training.stop`): by default
+``config.epochs`` epochs and, with ``config.budget_s``, a wall-clock or CPU-time budget
+(benchmarks train to equal budgets). Without a validation set (``val_set=None``) nothing is
+validated, sigma stays at its initial value and only ``last.pt`` is written.
+
 Determinism and resume: the shuffling and the rotations of epoch k come from generators
 seeded with (seed, k), so a CPU run is reproduced exactly by the same seed, and a run
 resumed from ``last.pt`` (written after every epoch) continues exactly as if it had not
@@ -30,7 +35,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from typing import List, Optional
 
 import torch
@@ -39,33 +44,18 @@ from tqdm.auto import tqdm
 
 from torch_pet.checkpoint import load_checkpoint, save_checkpoint
 from torch_pet.outputs import ENERGY, FORCES, OutputKind
+from torch_pet.config import resolve_device
+from torch_pet.plots import plot_learning_curve
 from torch_pet.training.augment import augment_batch
+from torch_pet.training.config import TrainingConfig, learning_rate_factor
 from torch_pet.training.self_energies import fit_self_energies, species_counts
+from torch_pet.training.stop import StopRule, stop_rule
 
+__all__ = ["Trainer", "TrainingConfig", "plot_learning_curve"]
 
-@dataclass
-class TrainingConfig:
-    """Hyperparameters of a training run (stored in every checkpoint)."""
-
-    epochs: int = 100
-    batch_size: int = 32                 # structures per batch
-    lr: float = 1e-4
-    warmup_epochs: float = 1.0           # linear warm-up from 0 to lr
-    decay_every_epochs: float = 50.0     # step decay period after warm-up
-    decay_factor: float = 0.5
-    grad_clip: Optional[float] = 10.0    # max gradient norm; None disables clipping
-    energy_key: Optional[str] = "energy"
-    forces_key: Optional[str] = "forces"  # None: train on energies only
-    target_key: Optional[str] = None     # train on this per-structure target instead
-    target_is_vector: bool = False       # rotate the target with the structure
-    energy_weight: float = 0.1
-    forces_weight: float = 1.0
-    sigma_momentum: float = 0.7
-    fit_self_energies: bool = True
-    augment: bool = True
-    seed: int = 0
-    progress: bool = True
-    plot: bool = True
+# TrainingConfig fields that may differ when a run is resumed.
+_RESUMABLE_CHANGES = ("epochs", "progress", "plot", "device", "budget_s", "budget_clock",
+                      "checkpoints")
 
 
 def _trained_outputs(cfg: "TrainingConfig") -> dict:
@@ -90,28 +80,32 @@ class Trainer:
     Args:
         model: a module with ``model(data) -> [B, C]`` and, for energies, a
             ``self_energies`` buffer [num_species, C] and a ``species`` list (PET).
-        train_set, val_set: PyG datasets (or lists of ``Data``).
-        config: :class:`TrainingConfig`.
+        train_set, val_set: PyG datasets (or lists of ``Data``); ``val_set=None``: no
+            validation.
+        config: :class:`~torch_pet.training.config.TrainingConfig` (checked on construction).
         out_dir: where checkpoints, ``metrics.jsonl`` and the plot go.
         resume: continue from ``out_dir/last.pt`` when it exists.
         aux_model: an already trained auxiliary model stored alongside in checkpoints.
         metadata: extra information stored in checkpoints.
+        device: overrides ``config.device``.
+        stop: a :class:`~torch_pet.training.stop.StopRule` (default: from the config).
     """
 
-    def __init__(self, model, train_set, val_set, config: Optional[TrainingConfig] = None,
+    def __init__(self, model, train_set, val_set=None, config: Optional[TrainingConfig] = None,
                  out_dir: str = "runs/train", *, resume: bool = False, aux_model=None,
-                 metadata: Optional[dict] = None, device="cpu"):
+                 metadata: Optional[dict] = None, device=None,
+                 stop: Optional[StopRule] = None):
+        if config is not None and not isinstance(config, TrainingConfig):
+            raise TypeError(f"Trainer: config must be a TrainingConfig, got "
+                            f"{type(config).__name__}")
         self.config = config or TrainingConfig()
         cfg = self.config
-        if len(train_set) == 0 or len(val_set) == 0:
-            raise ValueError("the training and the validation set must both be non-empty")
-        if cfg.target_key is None and cfg.energy_key is None:
-            raise ValueError("set energy_key (energies/forces) or target_key (other targets)")
-        if cfg.target_key is not None and cfg.forces_key is not None:
-            raise ValueError("forces are derivatives of an energy: with target_key=... set "
-                             "forces_key=None")
+        if len(train_set) == 0 or (val_set is not None and len(val_set) == 0):
+            raise ValueError("Trainer: the training set (and the validation set, when given) "
+                             "must be non-empty")
         self.outputs = _trained_outputs(cfg)  # {name: (data key, OutputKind)}
-        self.device = torch.device(device)
+        self.device = resolve_device(cfg.device if device is None else device)
+        self.stop = stop_rule(cfg) if stop is None else stop
         self.model = model.to(self.device)
         self.dtype = next(model.parameters()).dtype
         self.train_set, self.val_set = train_set, val_set
@@ -122,16 +116,12 @@ class Trainer:
 
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-        warmup = max(1, round(cfg.warmup_epochs * self.steps_per_epoch))
-        decay = max(1, round(cfg.decay_every_epochs * self.steps_per_epoch))
+        self.epoch = self.step = self.structures_seen = 0
 
         def schedule(step):
-            if step < warmup:
-                return (step + 1) / warmup
-            return cfg.decay_factor ** ((step - warmup) // decay)
+            return learning_rate_factor(cfg, step, self.steps_per_epoch, self.stop.fraction(self))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self.epoch = 0
         self.history: List[dict] = []
         self.best_score = math.inf
         self.best_epoch = None
@@ -214,11 +204,13 @@ class Trainer:
         cfg = self.config
         self.model.train()
         rotations = _seeded(cfg.seed, self.epoch, 1)
-        total, sq, n = 0.0, {}, {}
+        total, seen, sq, n = 0.0, 0, {}, {}
         bar = tqdm(self._loader(self.train_set, shuffle=True, epoch=self.epoch),
                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress, total=self.steps_per_epoch)
         for batch in bar:
+            if self.stop.stop_step(self):
+                break
             batch = self._to_device(batch)
             if cfg.augment:
                 batch = augment_batch(batch, rotations, labels=dict(self.outputs.values()))
@@ -233,15 +225,21 @@ class Trainer:
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
+            self.step += 1
+            self.structures_seen += batch.num_graphs
             self.scheduler.step()
             total += float(loss.detach()) * batch.num_graphs
+            seen += batch.num_graphs
             for name, err in errors.items():
                 sq[name] = sq.get(name, 0.0) + float(err.detach().double().pow(2).sum())
                 n[name] = n.get(name, 0) + err.numel()
             bar.set_postfix({"loss": f"{float(loss.detach()):.3g}",
                              **{f"{k}_rmse": f"{math.sqrt(sq[k] / n[k]):.3g}" for k in sq}},
                             refresh=False)
-        out = {"train_loss": total / len(self.train_set)}
+        bar.close()
+        if seen == 0:  # stopped before this epoch's first step
+            return None
+        out = {"train_loss": total / seen, "train_structures": seen}
         out.update({f"train_{k}_rmse": math.sqrt(sq[k] / n[k]) for k in sq})
         return out
 
@@ -277,40 +275,53 @@ class Trainer:
         return out
 
     def fit(self) -> List[dict]:
-        """Train until ``config.epochs`` epochs are done; returns the metrics history."""
+        """Train until the stop rule says so; returns the metrics history (one record per
+        epoch; the last one may cover a partial epoch when a time budget ran out)."""
         cfg = self.config
-        while self.epoch < cfg.epochs:
+        self.stop.start(self)
+        while not self.stop.done(self):
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            record = {"epoch": self.epoch + 1, "lr": lr, **self.train_epoch()}
-            val = self.validate()
-            record.update({f"val_{k}": v for k, v in val.items()})
-            score = sum({"energy": cfg.energy_weight, "forces": cfg.forces_weight,
-                         "target": 1.0}[name] * val[f"{name}_rmse"] ** 2 / self.sigma0[name] ** 2
-                        for name in self.sigma0)
-            record["val_score"] = score
-            for name in self.sigma:
-                self.sigma[name] = (cfg.sigma_momentum * self.sigma[name]
-                                    + (1 - cfg.sigma_momentum) * val[f"{name}_rmse"])
-                record[f"sigma_{name}"] = self.sigma[name]
-            record["time_s"] = time.perf_counter() - start
+            train = self.train_epoch()
+            if train is None:
+                break
+            record = {"epoch": self.epoch + 1, "lr": lr, **train}
+            improved = False
+            if self.val_set is not None:
+                val = self.validate()
+                record.update({f"val_{k}": v for k, v in val.items()})
+                score = sum({"energy": cfg.energy_weight, "forces": cfg.forces_weight,
+                             "target": 1.0}[name] * val[f"{name}_rmse"] ** 2
+                            / self.sigma0[name] ** 2 for name in self.sigma0)
+                record["val_score"] = score
+                for name in self.sigma:
+                    self.sigma[name] = (cfg.sigma_momentum * self.sigma[name]
+                                        + (1 - cfg.sigma_momentum) * val[f"{name}_rmse"])
+                    record[f"sigma_{name}"] = self.sigma[name]
+                improved = score < self.best_score
+            record.update(time_s=time.perf_counter() - start, steps=self.step,
+                          structures_seen=self.structures_seen)
             self.epoch += 1
             self.history.append(record)
-            improved = score < self.best_score
             if improved:
-                self.best_score, self.best_epoch = score, self.epoch
-            self._save(os.path.join(self.out_dir, "last.pt"))
-            if improved:
-                self._save(os.path.join(self.out_dir, "best.pt"))
-            self._write_log(plot=self.epoch % 10 == 0 or self.epoch == cfg.epochs)
+                self.best_score, self.best_epoch = record["val_score"], self.epoch
+            if cfg.checkpoints:
+                self._save(os.path.join(self.out_dir, "last.pt"))
+                if improved:
+                    self._save(os.path.join(self.out_dir, "best.pt"))
+            final = self.stop.done(self)
+            self._write_log(plot=self.epoch % 10 == 0 or final)
             if cfg.progress:
                 tqdm.write(_summary(record))
+        if self.history and self.history[-1]["epoch"] % 10 and not self.stop.done(self):
+            self._write_log()  # a budget ended the run inside an epoch: draw the final curve
         return self.history
 
     # ----------------------------------------------------------------- state
     def state(self) -> dict:
         return {
-            "epoch": self.epoch, "config": asdict(self.config), "sigma": dict(self.sigma),
+            "epoch": self.epoch, "step": self.step, "structures_seen": self.structures_seen,
+            "config": self.config.to_dict(), "sigma": dict(self.sigma),
             "sigma0": dict(self.sigma0), "best_score": self.best_score,
             "best_epoch": self.best_epoch, "history": list(self.history),
             "torch_rng_state": torch.get_rng_state(),
@@ -327,8 +338,9 @@ class Trainer:
         if state is None:
             raise ValueError(f"{path} holds no trainer state; it cannot be resumed")
         saved = state["config"]
-        changed = [f.name for f in fields(self.config) if f.name not in ("epochs", "progress",
-                   "plot") and saved.get(f.name) != getattr(self.config, f.name)]
+        changed = [f.name for f in fields(self.config) if f.name not in _RESUMABLE_CHANGES
+                   and _comparable(saved.get(f.name, f.default))
+                   != _comparable(getattr(self.config, f.name))]
         if changed:
             raise ValueError(f"cannot resume {path}: its training configuration differs in "
                              f"{changed}; use the same settings (only epochs may change) or "
@@ -337,6 +349,8 @@ class Trainer:
         self.optimizer.load_state_dict(record["optimizer"])
         self.scheduler.load_state_dict(record["scheduler"])
         self.epoch = state["epoch"]
+        self.step = state.get("step", self.epoch * self.steps_per_epoch)
+        self.structures_seen = state.get("structures_seen", self.epoch * len(self.train_set))
         self.sigma, self.sigma0 = dict(state["sigma"]), dict(state["sigma0"])
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.history = list(state["history"])
@@ -352,6 +366,10 @@ class Trainer:
             plot_learning_curve(self.history, os.path.join(self.out_dir, "learning_curve.png"))
 
 
+def _comparable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _summary(record: dict) -> str:
     parts = [f"epoch {record['epoch']:4d}", f"lr {record['lr']:.2e}",
              f"loss {record['train_loss']:.4g}"]
@@ -364,26 +382,3 @@ def _summary(record: dict) -> str:
     parts.append(f"{record['time_s']:.1f} s")
     return " | ".join(parts)
 
-
-def plot_learning_curve(history: List[dict], path: str) -> None:
-    """Validation errors and training loss per epoch, log scale (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    panels = [(k, label) for k, label in [
-        ("val_energy_mae_per_atom", "val energy MAE / atom"),
-        ("val_forces_mae", "val force MAE"), ("val_target_mae", "val target MAE"),
-        ("train_loss", "train loss")] if k in history[0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for ax, (key, label) in zip(list(axes) if len(panels) > 1 else [axes], panels):
-        ax.plot(epochs, [r[key] for r in history], marker="o", markersize=3)
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
