@@ -101,8 +101,8 @@ class Trainer:
         self.config = config or TrainingConfig()
         cfg = self.config
         if len(train_set) == 0 or (val_set is not None and len(val_set) == 0):
-            raise ValueError("Trainer: the training set (and the validation set, when given) "
-                             "must be non-empty")
+            raise ValueError("Trainer: the training and the validation set must both be "
+                             "non-empty (val_set=None: no validation)")
         self.outputs = _trained_outputs(cfg)  # {name: (data key, OutputKind)}
         self.device = resolve_device(cfg.device if device is None else device)
         self.stop = stop_rule(cfg) if stop is None else stop
