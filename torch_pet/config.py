@@ -18,6 +18,7 @@ the command-line options and their help texts (:mod:`torch_pet.cli`), the YAML r
 """
 import dataclasses
 import math
+import re
 import typing
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
@@ -25,7 +26,7 @@ import torch
 
 __all__ = ["Config", "Check", "OptionError", "OptionTypeError", "UnknownKeyError", "option",
            "section", "fields_doc", "resolve_device", "POSITIVE_INT", "NON_NEGATIVE_INT",
-           "POSITIVE", "NON_NEGATIVE", "FRACTION", "UNIT_INTERVAL_OPEN", "is_section"]
+           "POSITIVE", "NON_NEGATIVE", "FRACTION", "UNIT_INTERVAL_OPEN", "DEVICE", "is_section"]
 
 
 class OptionError(ValueError):
@@ -69,6 +70,8 @@ POSITIVE = Check(lambda v: math.isfinite(v) and v > 0, "positive and finite")
 NON_NEGATIVE = Check(lambda v: math.isfinite(v) and v >= 0, ">= 0 and finite")
 FRACTION = Check(lambda v: 0 < v <= 1, "in (0, 1]")
 UNIT_INTERVAL_OPEN = Check(lambda v: 0 <= v < 1, "in [0, 1)")
+DEVICE = Check(lambda v: re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None,
+               "auto, cpu, cuda or cuda:N")
 
 
 def option(default: Any, help: str, *, check: Optional[Check] = None, choices=None,
