@@ -99,7 +99,9 @@ class PETCalculator(Calculator):
 
     Args:
         model: a checkpoint path (:func:`torch_pet.checkpoint.load_model`; the checkpoint's
-            auxiliary model is loaded too when it has one and ``aux_model`` is not given), or
+            auxiliary model is loaded too when it has one and ``aux_model`` is not given;
+            only torch_pet's models or classes registered with ``register_model`` are
+            rebuilt, see docs/security.md), or
             a module with ``model(data) -> [1]`` or ``[1, 1]`` energies.
         aux_model: the intrinsically invariant auxiliary model ECSE blends in for degenerate
             geometries (linear molecules, dimers, isolated atoms); only used with
@@ -176,9 +178,10 @@ class PETCalculator(Calculator):
 
             record = load_checkpoint(str(model))
             self.checkpoint = str(model)
-            loaded = build_model(record["model"], device=self.device)
+            source = f"checkpoint {self.checkpoint}"
+            loaded = build_model(record["model"], device=self.device, source=source)
             if aux_model is None and record.get("aux_model") is not None:
-                aux_model = build_model(record["aux_model"], device=self.device)
+                aux_model = build_model(record["aux_model"], device=self.device, source=source)
             return loaded, aux_model
         if not isinstance(model, torch.nn.Module):
             raise TypeError("PETCalculator: model must be a checkpoint path or a torch.nn.Module, "

@@ -139,8 +139,8 @@ def evaluate(*, checkpoint: str, dataset: str = "methane", data: Optional[str] =
 
     device = resolve_device(device)
     record = load_checkpoint(checkpoint)
-    model = build_model(record["model"], device=device)
-    aux = (build_model(record["aux_model"], device=device)
+    model = build_model(record["model"], device=device, source=f"checkpoint {checkpoint}")
+    aux = (build_model(record["aux_model"], device=device, source=f"checkpoint {checkpoint}")
            if record["aux_model"] is not None else None)
     dtype = next(model.parameters()).dtype
     splits = load_splits(dataset, data=data, target=target, num_train=None, num_test=num_test,
