@@ -195,3 +195,16 @@ def test_resuming_from_a_damaged_last_checkpoint_fails_clearly(tmp_path, methane
     with pytest.raises(CheckpointError, match=r"last\.pt is corrupted: the sha256"):
         Trainer(toy(), train, val, TrainingConfig(epochs=2, batch_size=8, progress=False,
                                                    plot=False), str(tmp_path), resume=True)
+
+
+def test_an_unreadable_file_says_so(tmp_path, monkeypatch):
+    path = str(tmp_path / "locked.pt")
+    ckpt.save_checkpoint(path, tiny_pet())
+
+    def refuse(*args, **kwargs):  # what a file without read permission gives (tests run as root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(CheckpointError, match=r"locked\.pt cannot be opened \(PermissionError: "
+                                              "Permission denied\\); check its permissions"):
+        ckpt.load_checkpoint(path)

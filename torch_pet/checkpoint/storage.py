@@ -226,6 +226,9 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"{source} is empty (0 bytes); it was not written completely")
     try:
         record = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError as err:
+        raise CheckpointError(f"{source} cannot be opened ({type(err).__name__}: "
+                              f"{err.strerror or err}); check its permissions") from err
     except Exception as err:  # torch raises assorted types for damaged or foreign files
         detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise CheckpointError(
