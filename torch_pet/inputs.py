@@ -150,7 +150,7 @@ def structure_index(batch: Optional[Tensor], ptr: Optional[Tensor], num_atoms: i
 def _check_length(batch: Tensor, num_atoms: int, name: str) -> None:
     if batch.shape[0] != num_atoms:
         raise ValueError(f"{name} must have shape [N] = [{num_atoms}] (one structure index per "
-                         f"atom), got {tuple(batch.shape)}")
+                         f"row of pos), got {tuple(batch.shape)}")
 
 
 def _preview(t: Tensor, count: int = 8) -> str:

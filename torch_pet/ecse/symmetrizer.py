@@ -450,6 +450,10 @@ def _read_structures(data: Data) -> _Structures:
         if value is not None and not isinstance(value, torch.Tensor):
             raise TypeError(f"ECSESymmetrizer: data.{name} must be a torch.Tensor or None, got "
                             f"{type(value).__name__}")
+    z = getattr(data, "z", None)  # per-atom attributes of another length would not be copied
+    if isinstance(z, torch.Tensor) and (z.dim() == 0 or z.shape[0] != pos.shape[0]):
+        raise ValueError(f"ECSESymmetrizer: data.z has shape {tuple(z.shape)} but data.pos has "
+                         f"{pos.shape[0]} atoms; give one atomic number per row of pos")
     index = read_structure_index(data, pos, owner="ECSESymmetrizer: ")
     num_structures = index.num_structures
     cell, pbc = getattr(data, "cell", None), getattr(data, "pbc", None)
