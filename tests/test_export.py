@@ -117,6 +117,23 @@ def test_exported_programs_name_a_dtype_mismatch(pet, exported, exported_ecse):
             model(data)
 
 
+def test_exported_programs_read_a_batch_without_batch_vector(pet, exported, exported_ecse):
+    full = Batch.from_data_list([random_molecule(n, generator=n, species=SPECIES)
+                                 for n in (5, 8, 4)])
+    dropped = full.clone()
+    del dropped.batch  # ptr is left: the structure of each atom comes from it
+    wrapper, program = exported_ecse
+    for model, eager in ((ExportedPET(pet, exported.module()), pet),
+                         (ExportedECSE(wrapper, program.module()), wrapper)):
+        expected = eager(full)
+        assert expected.shape == (3, 1)
+        torch.testing.assert_close(model(dropped), expected, atol=1e-10, rtol=0)
+    bad = full.clone()
+    bad.ptr = torch.tensor([0, 5, 12, 17])
+    with pytest.raises(ValueError, match="data.batch and data.ptr disagree: atom 12"):
+        ExportedPET(pet, exported.module())(bad)
+
+
 def test_ecse_around_exported_backbone(pet, aux, exported):
     eager = ECSESymmetrizer(pet, aux_model=aux)
     symmetrized = ECSESymmetrizer(ExportedPET(pet, exported.module()), aux_model=aux)
