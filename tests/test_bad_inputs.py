@@ -291,17 +291,24 @@ def test_auxiliary_model_of_wrong_shape_is_named_on_a_plain_data(pet):
             ECSESymmetrizer(pet, aux_model=WrongShape())(data)
 
 
-def test_forces_only_extxyz_loads_forces_and_names_a_missing_energy(tmp_path):
+def test_forces_only_extxyz_loads_and_training_names_the_missing_energy(tmp_path):
     from torch_pet.datasets.extxyz import read_extxyz
+    from torch_pet.datasets.registry import DataConfig, load_splits
+    from torch_pet.training.config import TrainingConfig
 
     path = tmp_path / "forces.xyz"
-    path.write_text("2\nProperties=species:S:1:pos:R:3:forces:R:3\n"
-                    "H 0 0 0 0.1 0 0\nH 0.74 0 0 -0.1 0 0\n")
-    (data,) = read_extxyz(str(path))
-    assert "energy" not in data and data.forces.shape == (2, 3)
+    path.write_text("".join(f"2\nProperties=species:S:1:pos:R:3:forces:R:3\n"
+                            f"H 0 0 0 0.{k} 0 0\nH 0.7{k} 0 0 -0.{k} 0 0\n" for k in range(5)))
+    data = read_extxyz(str(path))
+    assert len(data) == 5 and "energy" not in data[0] and data[0].forces.shape == (2, 3)
     with pytest.raises(ValueError, match=r"structure 0: property 'energy' \(key 'energy'\) is "
                                          r"missing"):
         read_extxyz(str(path), properties=("energy", "forces"))
+    splits = load_splits(DataConfig(dataset="extxyz", data=str(path)))
+    assert splits.energy_key is None and splits.forces_key == "forces"
+    with pytest.raises(ValueError, match="energy_key is null but forces_key is set: the data "
+                                         "carries forces but no energies"):
+        TrainingConfig(energy_key=splits.energy_key, forces_key=splits.forces_key)
 
 
 # ------------------------------------------------------------------ calculator

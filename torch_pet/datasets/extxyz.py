@@ -15,6 +15,12 @@ for purely molecular files.
 Every structure of a file must carry the same properties; a missing property, a
 per-atom array whose length does not match the atom count, a malformed frame or a
 non-finite value raises ``ValueError`` naming the file and the structure index.
+
+A file with forces but no energies (``Properties=species:S:1:pos:R:3:forces:R:3``, no
+``energy=`` key) loads: the structures carry ``forces`` and no ``energy`` (enough to
+compare forces). Training needs energies (PET's forces are derivatives of its energy):
+``TrainingConfig`` then raises a ``ValueError`` saying that the energies are missing.
+Pass ``properties=("energy", "forces")`` to require both at load time.
 """
 import os
 from typing import Callable, List, Optional, Sequence

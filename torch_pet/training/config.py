@@ -70,6 +70,11 @@ class TrainingConfig(Config):
     plot: bool = option(True, "draw learning_curve.png (every 10 epochs and at the end)")
 
     def check(self) -> None:
+        if self.target_key is None and self.energy_key is None and self.forces_key is not None:
+            raise OptionError("energy_key", "is null but forces_key is set: the data carries "
+                              "forces but no energies, and PET trains on energies (forces are "
+                              "their derivatives); add the energies to the data (extended XYZ: "
+                              "an energy=... key on each comment line)", type(self).__name__)
         if self.target_key is None and self.energy_key is None:
             raise OptionError("energy_key", "and target_key are both null: set energy_key "
                               "(energies/forces) or target_key (other targets)",
