@@ -3,6 +3,9 @@
 // counting sort of the atoms by bin, then one search pass over the centres in bin order,
 // parallel over chunks with at::parallel_for; each chunk keeps the (per centre sorted)
 // edges in its own buffer, and a second pass copies them to the output in centre order.
+// Before the search the output is bounded: a lower bound on the edges (host set-up) and an
+// upper bound (candidates in the scanned bins, no distance test); only when the upper
+// bound exceeds max_edges are the edges counted first (stopping once past max_edges).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -13,7 +16,9 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <numeric>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -85,10 +90,59 @@ inline void write_edge(const PackedEdge& e, int64_t* neighbour, int64_t* shift) 
 // Neighbour search over the centres in bin order (neighbouring centres read the same bins),
 // chunk by chunk in parallel; each chunk keeps the sorted edges of its centres in its own
 // buffer. Then the edges are copied to the output in centre order.
+// Chunks of centres (in bin order) of the search passes.
+int64_t search_chunks(int64_t num_atoms) { return num_atoms < kParallelAtoms ? 1 : 8 * at::get_num_threads(); }
+
+// Candidates (atoms in the scanned bins) of the centres of each chunk: upper bounds on the
+// chunk's edges.
+template <typename scalar_t>
+std::vector<double> candidates_per_chunk(const radius::SearchData<scalar_t>& data, int64_t num_atoms) {
+  const int64_t num_chunks = search_chunks(num_atoms);
+  std::vector<double> candidates(num_chunks, 0.0);
+  at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      double sum = 0.0;
+      for (int64_t k = c * num_atoms / num_chunks; k < (c + 1) * num_atoms / num_chunks; ++k) {
+        sum += static_cast<double>(radius::count_candidates(k, data));
+      }
+      candidates[c] = sum;
+    }
+  });
+  return candidates;
+}
+
+// The number of edges, counted without storing them; stops once past max_edges (then
+// `complete` is false and the count a lower bound above max_edges).
+struct EdgeCount {
+  int64_t count;
+  bool complete;
+};
+
+template <typename scalar_t>
+EdgeCount count_edges(const radius::SearchData<scalar_t>& data, int64_t num_atoms, int64_t max_edges) {
+  const int64_t num_chunks = search_chunks(num_atoms);
+  std::atomic<int64_t> total{0};
+  std::atomic<bool> stopped{false};
+  at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    int64_t count = 0;
+    auto emit = [&](int64_t, int64_t, int64_t, int64_t) { ++count; };
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      for (int64_t k = c * num_atoms / num_chunks; k < (c + 1) * num_atoms / num_chunks; ++k) {
+        if (stopped.load(std::memory_order_relaxed)) return;
+        count = 0;
+        radius::visit_neighbours<true>(k, data, emit);
+        if (total.fetch_add(count) + count > max_edges) stopped.store(true);
+      }
+    }
+  });
+  return EdgeCount{total.load(), !stopped.load()};
+}
+
 template <typename Record, typename scalar_t>
 std::tuple<at::Tensor, at::Tensor> search_and_write(const radius::SearchData<scalar_t>& data,
-                                                    int64_t num_atoms, const at::TensorOptions& options) {
-  const int64_t num_chunks = num_atoms < kParallelAtoms ? 1 : 8 * at::get_num_threads();
+                                                    int64_t num_atoms, const std::vector<double>& candidates,
+                                                    const at::TensorOptions& options) {
+  const int64_t num_chunks = search_chunks(num_atoms);
   std::vector<std::vector<Record>> buffers(num_chunks);
   std::vector<int64_t> counts(num_atoms), start(num_atoms);  // per centre, in its chunk's buffer
   std::vector<int32_t> chunk_of(num_atoms);
@@ -102,8 +156,9 @@ std::tuple<at::Tensor, at::Tensor> search_and_write(const radius::SearchData<sca
         local.clear();
         radius::visit_neighbours<true>(k, data, emit);
         std::sort(local.begin(), local.end());
-        if (k == first) {
-          buffer.reserve(2 * (local.size() + 8) * static_cast<size_t>(last - first));
+        if (k == first) {  // at most the chunk's candidates: memory stays within the bound
+          const double guess = 2.0 * static_cast<double>(local.size() + 8) * static_cast<double>(last - first);
+          buffer.reserve(static_cast<size_t>(std::min(guess, candidates[c] + 8.0)));
           prefer_huge_pages(buffer.data(), buffer.capacity() * sizeof(Record));
         }
         const int64_t i = data.sorted[k].atom;
@@ -139,8 +194,8 @@ std::tuple<at::Tensor, at::Tensor> search_and_write(const radius::SearchData<sca
 // Raises naming the first structure whose positions are not all finite.
 void require_finite(const std::vector<char>& finite) {
   for (size_t b = 0; b < finite.size(); ++b) {
-    TORCH_CHECK(finite[b], "radius_graph: pos contains NaN or Inf (structure ", b, "); fix the positions "
-                "before building the graph");
+    TORCH_CHECK_VALUE(finite[b], "radius_graph: pos contains NaN or Inf (structure ", b, "); fix the "
+                      "positions before building the graph");
   }
 }
 
@@ -158,25 +213,31 @@ bool use_brute_force(const at::Tensor& ptr, const at::Tensor& pbc) {
 // canonical order without a cell list or a sort. Two passes: count per centre, then write.
 template <typename scalar_t>
 std::tuple<at::Tensor, at::Tensor> brute_force_cpu_impl(const at::Tensor& pos, const at::Tensor& ptr,
-                                                        double r, bool loop) {
+                                                        double r, bool loop, int64_t max_edges) {
   const int64_t num_atoms = pos.size(0);
   const int64_t num_structures = ptr.size(0) - 1;
   const scalar_t* x = pos.data_ptr<scalar_t>();
   const int64_t* p = ptr.data_ptr<int64_t>();
   const scalar_t cutoff = static_cast<scalar_t>(r);
   const scalar_t cutoff2 = cutoff * cutoff;
+  const double wide_cutoff2 = static_cast<double>(cutoff) * static_cast<double>(cutoff);
   const int64_t grain = std::max<int64_t>(1, num_structures * 4096 / std::max<int64_t>(num_atoms, 1));
   auto is_edge = [&](int64_t b, int64_t i, int64_t j) {
-    return (loop || j != i) && radius::exact_inside_unshifted(x + 3 * j, x + 3 * i, cutoff2);
+    return (loop || j != i) && radius::exact_inside_unshifted(x + 3 * j, x + 3 * i, cutoff2, wide_cutoff2);
   };
   std::vector<int64_t> offset(num_atoms + 1, 0);
   std::vector<char> finite(num_structures, 1);
+  std::vector<double> max_abs(num_structures, 0.0);
   at::parallel_for(0, num_structures, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t k = 3 * p[b]; k < 3 * p[b + 1]; ++k) {
-        if (!std::isfinite(static_cast<double>(x[k]))) finite[b] = 0;
+        const double v = static_cast<double>(x[k]);
+        if (!std::isfinite(v)) finite[b] = 0;
+        max_abs[b] = std::max(max_abs[b], std::fabs(v));
       }
-      if (!finite[b]) continue;
+      if (!finite[b] || (!std::is_same<scalar_t, float>::value && max_abs[b] > radius::kMaxCoordinateDouble)) {
+        continue;
+      }
       for (int64_t i = p[b]; i < p[b + 1]; ++i) {
         int64_t count = 0;
         for (int64_t j = p[b]; j < p[b + 1]; ++j) count += is_edge(b, i, j) ? 1 : 0;
@@ -185,8 +246,11 @@ std::tuple<at::Tensor, at::Tensor> brute_force_cpu_impl(const at::Tensor& pos, c
     }
   });
   require_finite(finite);
+  check_radius_graph_positions(num_structures > 0 ? *std::max_element(max_abs.begin(), max_abs.end()) : 0.0,
+                               std::is_same<scalar_t, float>::value);
   for (int64_t i = 0; i < num_atoms; ++i) offset[i + 1] += offset[i];
   const int64_t num_edges = offset[num_atoms];
+  if (num_edges > max_edges) raise_too_many_edges(static_cast<double>(num_edges), false, max_edges);
   auto edge_index = at::empty({2, num_edges}, ptr.options());
   auto shifts = at::empty({num_edges, 3}, ptr.options());
   int64_t* neighbour_out = edge_index.data_ptr<int64_t>();
@@ -214,7 +278,7 @@ std::tuple<at::Tensor, at::Tensor> brute_force_cpu_impl(const at::Tensor& pos, c
 template <typename scalar_t>
 std::tuple<at::Tensor, at::Tensor> radius_graph_cpu_impl(const at::Tensor& pos, const at::Tensor& ptr,
                                                          const at::Tensor& cell, const at::Tensor& pbc,
-                                                         double r, bool loop) {
+                                                         double r, bool loop, int64_t max_edges) {
   const int64_t num_atoms = pos.size(0);
   const int64_t num_structures = ptr.size(0) - 1;
   const scalar_t* x = pos.data_ptr<scalar_t>();
@@ -255,8 +319,10 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cpu_impl(const at::Tensor& pos, 
   });
   require_finite(finite);
   const double max_abs_pos = num_structures > 0 ? *std::max_element(max_abs.begin(), max_abs.end()) : 0.0;
-  const int64_t num_bins = radius_graph_grids(grids, fmin.data(), fmax.data(), ptr, r, max_abs_pos,
-                                              std::is_same<scalar_t, float>::value, kBinsPerCutoff);
+  const scalar_t cutoff = static_cast<scalar_t>(r);  // inf when r overflows float32
+  const int64_t num_bins = radius_graph_grids(grids, fmin.data(), fmax.data(), ptr, static_cast<double>(cutoff),
+                                              max_abs_pos, std::is_same<scalar_t, float>::value, kBinsPerCutoff,
+                                              loop, max_edges);
 
   // Counting sort of the atoms by bin (stable: original order inside a bin).
   std::vector<int64_t> bin(num_atoms);
@@ -290,9 +356,16 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cpu_impl(const at::Tensor& pos, 
   data.grids = grids.data();
   data.sorted = sorted.data();
   data.bin_start = bin_start.data();
-  const scalar_t cutoff = static_cast<scalar_t>(r);
   data.cutoff2 = cutoff * cutoff;
+  data.wide_cutoff2 = static_cast<double>(cutoff) * static_cast<double>(cutoff);
   data.loop = loop;
+  // Bound the output before storing any edge.
+  const std::vector<double> candidates = candidates_per_chunk(data, num_atoms);
+  const double most = std::accumulate(candidates.begin(), candidates.end(), 0.0);
+  if (most > static_cast<double>(max_edges)) {
+    const EdgeCount counted = count_edges(data, num_atoms, max_edges);
+    if (counted.count > max_edges) raise_too_many_edges(static_cast<double>(counted.count), !counted.complete, max_edges);
+  }
   // |S_k| <= |s'_k| + (w_max - w_min), |s'_k| <= (cutoff in cells) + 1.
   double images = 0.0;
   for (const radius::Grid& g : grids) {
@@ -301,15 +374,15 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cpu_impl(const at::Tensor& pos, 
     }
   }
   const bool packed = num_atoms < (int64_t(1) << 39) && images + static_cast<double>(wrap_max - wrap_min) < 127.0;
-  auto result = packed ? search_and_write<PackedEdge>(data, num_atoms, ptr.options())
-                       : search_and_write<Edge>(data, num_atoms, ptr.options());
+  auto result = packed ? search_and_write<PackedEdge>(data, num_atoms, candidates, ptr.options())
+                       : search_and_write<Edge>(data, num_atoms, candidates, ptr.options());
   return result;
 }
 
 std::tuple<at::Tensor, at::Tensor> radius_graph_cpu(const at::Tensor& pos, const at::Tensor& ptr,
                                                     const at::Tensor& cell, const at::Tensor& pbc,
-                                                    double r, bool loop) {
-  check_radius_graph_args(pos, ptr, cell, pbc, r);
+                                                    double r, bool loop, int64_t max_edges) {
+  check_radius_graph_args(pos, ptr, cell, pbc, r, max_edges);
   const auto pos_c = pos.contiguous();
   const auto ptr_c = ptr.contiguous();
   const auto cell_c = cell.contiguous();
@@ -317,8 +390,8 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cpu(const at::Tensor& pos, const
   std::tuple<at::Tensor, at::Tensor> result;
   const bool brute_force = use_brute_force(ptr_c, pbc_c);
   AT_DISPATCH_FLOATING_TYPES(pos_c.scalar_type(), "radius_graph_cpu", [&] {
-    result = brute_force ? brute_force_cpu_impl<scalar_t>(pos_c, ptr_c, r, loop)
-                         : radius_graph_cpu_impl<scalar_t>(pos_c, ptr_c, cell_c, pbc_c, r, loop);
+    result = brute_force ? brute_force_cpu_impl<scalar_t>(pos_c, ptr_c, r, loop, max_edges)
+                         : radius_graph_cpu_impl<scalar_t>(pos_c, ptr_c, cell_c, pbc_c, r, loop, max_edges);
   });
   return result;
 }

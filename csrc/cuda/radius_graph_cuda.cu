@@ -1,7 +1,9 @@
 // torch_pet::radius_graph, CUDA glue: per-atom binning kernels, a stable sort of the atoms
 // by bin, then count and fill kernels over the centres (kernels in
 // kernels/radius_graph_cuda_kernels.cuh, per-atom logic shared with the CPU kernel). The
-// per-structure set-up (bases, bin grids) runs on the host from [B]-sized tensors.
+// per-structure set-up (bases, bin grids, the lower bound on the edges) runs on the host
+// from [B]-sized tensors. The count pass gives the exact number of edges before the output
+// is allocated; more than max_edges raises.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -28,18 +30,18 @@ int64_t num_blocks(int64_t n) { return (n + kThreads - 1) / kThreads; }
 template <typename scalar_t>
 std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos, const at::Tensor& ptr,
                                                           const at::Tensor& cell, const at::Tensor& pbc,
-                                                          double r, bool loop) {
+                                                          double r, bool loop, int64_t max_edges) {
   const int64_t num_atoms = pos.size(0);
   const int64_t num_structures = ptr.size(0) - 1;
   const auto long_options = ptr.options();
   const auto double_options = pos.options().dtype(at::kDouble);
+  std::vector<radius::Grid> grids = radius_graph_bases(cell, pbc);  // checks the cells, as on the CPU
   if (num_atoms == 0) {
     return std::make_tuple(at::empty({2, 0}, long_options), at::empty({0, 3}, long_options));
   }
-  TORCH_CHECK(at::isfinite(pos).all().item<bool>(),
-              "radius_graph: pos contains NaN or Inf; fix the positions before building the graph");
+  TORCH_CHECK_VALUE(at::isfinite(pos).all().item<bool>(),
+                    "radius_graph: pos contains NaN or Inf; fix the positions before building the graph");
   const auto stream = at::cuda::getCurrentCUDAStream();
-  std::vector<radius::Grid> grids = radius_graph_bases(cell, pbc);
   auto grids_device = radius_graph_grids_tensor(grids, pos.device());
 
   auto batch = at::empty({num_atoms}, long_options);
@@ -61,9 +63,11 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   const auto upper = at::full({num_structures, 3}, -inf, double_options)
                          .scatter_reduce(0, index, frac, "amax", true).to(at::kCPU).contiguous();
   const double max_abs_pos = pos.abs().max().item<double>();
+  const scalar_t cutoff = static_cast<scalar_t>(r);  // inf when r overflows float32
   const int64_t num_bins = radius_graph_grids(grids, lower.data_ptr<double>(), upper.data_ptr<double>(),
-                                              ptr, r, max_abs_pos, std::is_same<scalar_t, float>::value,
-                                              kBinsPerCutoff);
+                                              ptr, static_cast<double>(cutoff), max_abs_pos,
+                                              std::is_same<scalar_t, float>::value, kBinsPerCutoff, loop,
+                                              max_edges);
   grids_device = radius_graph_grids_tensor(grids, pos.device());
   const auto* grids_ptr = reinterpret_cast<const radius::Grid*>(grids_device.data_ptr<uint8_t>());
 
@@ -89,8 +93,8 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   data.grids = grids_ptr;
   data.sorted = sorted_ptr;
   data.bin_start = bin_start.data_ptr<int64_t>();
-  const scalar_t cutoff = static_cast<scalar_t>(r);
   data.cutoff2 = cutoff * cutoff;
+  data.wide_cutoff2 = static_cast<double>(cutoff) * static_cast<double>(cutoff);
   data.loop = loop;
 
   auto counts = at::empty({num_atoms}, long_options);
@@ -99,6 +103,7 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const auto inclusive = counts.cumsum(0);
   const int64_t num_edges = inclusive[-1].item<int64_t>();
+  if (num_edges > max_edges) raise_too_many_edges(static_cast<double>(num_edges), false, max_edges);
   const auto offsets = (inclusive - counts).contiguous();
   auto edge_index = at::empty({2, num_edges}, long_options);
   auto shifts = at::empty({num_edges, 3}, long_options);
@@ -113,8 +118,8 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
 
 std::tuple<at::Tensor, at::Tensor> radius_graph_cuda(const at::Tensor& pos, const at::Tensor& ptr,
                                                      const at::Tensor& cell, const at::Tensor& pbc,
-                                                     double r, bool loop) {
-  check_radius_graph_args(pos, ptr, cell, pbc, r);
+                                                     double r, bool loop, int64_t max_edges) {
+  check_radius_graph_args(pos, ptr, cell, pbc, r, max_edges);
   const c10::cuda::CUDAGuard guard(pos.device());
   const auto pos_c = pos.contiguous();
   const auto ptr_c = ptr.contiguous();
@@ -122,7 +127,7 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda(const at::Tensor& pos, cons
   const auto pbc_c = pbc.contiguous();
   std::tuple<at::Tensor, at::Tensor> result;
   AT_DISPATCH_FLOATING_TYPES(pos_c.scalar_type(), "radius_graph_cuda", [&] {
-    result = radius_graph_cuda_impl<scalar_t>(pos_c, ptr_c, cell_c, pbc_c, r, loop);
+    result = radius_graph_cuda_impl<scalar_t>(pos_c, ptr_c, cell_c, pbc_c, r, loop, max_edges);
   });
   return result;
 }

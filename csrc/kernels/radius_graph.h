@@ -49,6 +49,16 @@ struct Grid {
   double inner2;        // below it the fast test decides alone: (r minus the margin)^2
 };
 
+// Documented limits (the pure-PyTorch reference applies the same ones).
+constexpr int64_t kMaxEdges = 2147483647;        // default and largest max_edges: 2^31 - 1
+constexpr double kMaxImages = 1073741824.0;      // periodic images along one cell vector: 2^30
+constexpr double kMaxCoordinateDouble = 1e100;   // |pos|, |periodic cell entries| in float64
+constexpr double kMinCutoffFloat = 1e-18;        // r * r stays a normal number
+constexpr double kMinCutoffDouble = 1e-150;
+
+// Periodic images along a cell vector with reciprocal norm |b_k| that the cutoff reaches.
+inline double periodic_images(double r, double recip_norm) { return std::ceil(r * recip_norm) + 2.0; }
+
 // Rounded arithmetic without contraction into FMA (nvcc contracts by default).
 #if defined(__CUDA_ARCH__)
 TP_HOST_DEVICE inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
@@ -76,13 +86,28 @@ TP_HOST_DEVICE inline double floor_fast(double x) {
 #endif
 }
 
+// Largest |index| the bin arithmetic converts to an integer (well inside int64).
+constexpr int64_t kIndexLimit = int64_t(1) << 60;
+
+// floor(x) clamped to [lo, hi] (|lo|, |hi| <= kIndexLimit) for any double, NaN -> lo: a
+// double -> int64 conversion out of range is undefined behaviour, so never convert before
+// clamping.
+TP_HOST_DEVICE inline int64_t floor_clamped(double x, int64_t lo, int64_t hi) {
+  if (!(x >= static_cast<double>(lo))) return lo;
+  if (!(x < static_cast<double>(hi))) return hi;
+  return static_cast<int64_t>(floor_fast(x));
+}
+
 // Bin u (may lie outside [0, n)) along one axis: on periodic axes brought into [0, n) with
-// the image shift s; returns false when a non-periodic axis has no such bin. No division:
-// u lies within a few images of [0, n) unless the cutoff spans many cells.
+// the image shift s; returns false when a non-periodic axis has no such bin.
 TP_HOST_DEVICE inline bool wrap_bin(int64_t& u, int64_t& s, int64_t n, int64_t periodic) {
   if (!periodic) return u >= 0 && u < n;
-  while (u < 0) { u += n; --s; }
-  while (u >= n) { u -= n; ++s; }
+  if (u < 0 || u >= n) {
+    int64_t q = u / n;
+    if (u - q * n < 0) --q;
+    s += q;
+    u -= q * n;
+  }
   return true;
 }
 
@@ -107,7 +132,9 @@ inline void cross3(const double* u, const double* v, double* out) {
 }
 
 // Basis and inverse from the cell rows and pbc flags. Returns false when the periodic cell
-// vectors are (nearly) linearly dependent: normalised volume / area / length below 1e-10.
+// vectors are (nearly) linearly dependent: the volume / area spanned by the normalised
+// vectors below 1e-10, or a zero vector. Scale-free (cells of any size), except that the
+// inverse must be finite (lattice vectors longer than about 1e-300).
 inline bool make_basis(const double* cell, const bool* pbc, Grid& g) {
   int num_periodic = 0;
   int axes[3];
@@ -119,11 +146,15 @@ inline bool make_basis(const double* cell, const bool* pbc, Grid& g) {
   for (int n = 0; n < num_periodic; ++n) {
     for (int c = 0; c < 3; ++c) g.basis[3 * axes[n] + c] = cell[3 * axes[n] + c];
   }
+  double length[3], unit[9];
+  for (int k = 0; k < 3; ++k) {
+    length[k] = norm3(g.basis + 3 * k);
+    if (!(length[k] > 0.0) || !std::isfinite(length[k])) return false;
+    for (int c = 0; c < 3; ++c) unit[3 * k + c] = g.basis[3 * k + c] / length[k];
+  }
   // Orthonormal completion of the non-periodic rows.
   if (num_periodic == 1) {
-    const double* a = cell + 3 * axes[0];
-    const double len = norm3(a);
-    if (!(len > 0.0) || !std::isfinite(len)) return false;
+    const double* a = unit + 3 * axes[0];
     double e[3] = {0.0, 0.0, 0.0};
     int least = 0;
     for (int c = 1; c < 3; ++c) if (std::fabs(a[c]) < std::fabs(a[least])) least = c;
@@ -137,19 +168,21 @@ inline bool make_basis(const double* cell, const bool* pbc, Grid& g) {
     for (int c = 0; c < 3; ++c) v[c] /= nv;
     const int p = axes[0];
     const int q = (p + 1) % 3, s = (p + 2) % 3;
-    for (int c = 0; c < 3; ++c) { g.basis[3 * q + c] = u[c]; g.basis[3 * s + c] = v[c]; }
+    for (int c = 0; c < 3; ++c) {
+      g.basis[3 * q + c] = unit[3 * q + c] = u[c];
+      g.basis[3 * s + c] = unit[3 * s + c] = v[c];
+    }
   } else if (num_periodic == 2) {
-    const double* a = cell + 3 * axes[0];
-    const double* b = cell + 3 * axes[1];
     double n[3];
-    cross3(a, b, n);
+    cross3(unit + 3 * axes[0], unit + 3 * axes[1], n);
     const double area = norm3(n);
-    if (!(area > 1e-10 * norm3(a) * norm3(b)) || !std::isfinite(area)) return false;
+    if (!(area > 1e-10)) return false;
     const int q = 3 - axes[0] - axes[1];
-    for (int c = 0; c < 3; ++c) g.basis[3 * q + c] = n[c] / area;
+    for (int c = 0; c < 3; ++c) g.basis[3 * q + c] = unit[3 * q + c] = n[c] / area;
   }
-  const double* m = g.basis;
-  double cof[9];  // inverse = adjugate / det; cofactor layout gives inverse[3*c+k]
+  for (int k = 0; k < 3; ++k) length[k] = norm3(g.basis + 3 * k);
+  const double* m = unit;
+  double cof[9];  // inverse(unit rows) = adjugate / det; cofactor layout gives inverse[3*c+k]
   cof[0] = m[4] * m[8] - m[5] * m[7];
   cof[1] = m[2] * m[7] - m[1] * m[8];
   cof[2] = m[1] * m[5] - m[2] * m[4];
@@ -160,19 +193,24 @@ inline bool make_basis(const double* cell, const bool* pbc, Grid& g) {
   cof[7] = m[1] * m[6] - m[0] * m[7];
   cof[8] = m[0] * m[4] - m[1] * m[3];
   const double det = m[0] * cof[0] + m[1] * cof[3] + m[2] * cof[6];
-  const double scale = norm3(m) * norm3(m + 3) * norm3(m + 6);
-  if (!(std::fabs(det) > 1e-10 * scale) || !std::isfinite(det)) return false;
-  for (int i = 0; i < 9; ++i) g.inverse[i] = cof[i] / det;
+  if (!(std::fabs(det) > 1e-10)) return false;
+  // basis = diag(length) unit, so inverse(basis) = inverse(unit) diag(1 / length).
+  for (int i = 0; i < 9; ++i) {
+    g.inverse[i] = cof[i] / det / length[i % 3];
+    if (!std::isfinite(g.inverse[i])) return false;
+  }
   g.orthogonal = 1;
   for (int a = 0; a < 3; ++a) {
     for (int b = a + 1; b < 3; ++b) {
       const double dot = m[3 * a] * m[3 * b] + m[3 * a + 1] * m[3 * b + 1] + m[3 * a + 2] * m[3 * b + 2];
-      if (std::fabs(dot) > 1e-9 * norm3(m + 3 * a) * norm3(m + 3 * b)) g.orthogonal = 0;
+      if (std::fabs(dot) > 1e-9) g.orthogonal = 0;
     }
   }
   for (int k = 0; k < 3; ++k) {
     const double* inv = g.inverse;
-    g.recip_norm[k] = std::sqrt(inv[k] * inv[k] + inv[3 + k] * inv[3 + k] + inv[6 + k] * inv[6 + k]);
+    const double largest = std::fmax(std::fabs(inv[k]), std::fmax(std::fabs(inv[3 + k]), std::fabs(inv[6 + k])));
+    const double x = inv[k] / largest, y = inv[3 + k] / largest, z = inv[6 + k] / largest;
+    g.recip_norm[k] = largest * std::sqrt(x * x + y * y + z * z);  // no overflow for tiny cells
     g.spacing[k] = 1.0 / g.recip_norm[k];
   }
   return true;
@@ -180,8 +218,11 @@ inline bool make_basis(const double* cell, const bool* pbc, Grid& g) {
 
 // Bins of one structure of `num_atoms` atoms whose fractional coordinates span
 // [fmin_k, fmax_k] on non-periodic axes; `search_radius` includes the rounding margin and
-// bins are about search_radius / bins_per_cutoff wide; `inner_radius` is r minus the margin.
-// At most max(8, num_atoms) bins. Returns the number of bins.
+// bins are about search_radius / bins_per_cutoff wide; `inner_radius` is r minus the margin
+// (both may be infinite). At most max(8, num_atoms) bins, whatever the extents and radii
+// (near-flat, subnormal or huge): bin counts are computed and clamped in double before any
+// conversion; an axis whose bins would be too thin to index (1 / width not finite) gets one
+// bin. A non-periodic axis with one bin has inv_width 0. Returns the number of bins.
 inline int64_t make_grid(const double* fmin, const double* fmax, double search_radius,
                          double inner_radius, int64_t num_atoms, int64_t bins_per_cutoff,
                          int64_t bin_offset, Grid& g) {
@@ -193,12 +234,11 @@ inline int64_t make_grid(const double* fmin, const double* fmax, double search_r
   int64_t n[3];
   for (int k = 0; k < 3; ++k) {
     extent[k] = g.periodic[k] ? 1.0 : (num_atoms > 0 ? fmax[k] - fmin[k] : 0.0);
+    if (!(extent[k] >= 0.0) || !std::isfinite(extent[k])) extent[k] = 0.0;  // guarded by the caller
     g.origin[k] = g.periodic[k] || num_atoms == 0 ? 0.0 : fmin[k];
     const double reach = search_radius * g.recip_norm[k];  // fractional reach of the sphere
-    double count = std::floor(extent[k] * static_cast<double>(bins_per_cutoff) / reach);
-    if (!(count >= 1.0)) count = 1.0;
-    if (count > max_bins) count = max_bins;
-    n[k] = static_cast<int64_t>(count);
+    const double count = extent[k] * static_cast<double>(bins_per_cutoff) / reach;  // NaN, inf possible
+    n[k] = count >= 2.0 ? static_cast<int64_t>(std::floor(count < max_bins ? count : max_bins)) : 1;
   }
   while (static_cast<double>(n[0]) * static_cast<double>(n[1]) * static_cast<double>(n[2]) > max_bins) {
     int largest = 0;
@@ -206,11 +246,68 @@ inline int64_t make_grid(const double* fmin, const double* fmax, double search_r
     n[largest] = (n[largest] + 1) / 2;
   }
   for (int k = 0; k < 3; ++k) {
+    double width = extent[k] / static_cast<double>(n[k]);
+    double inv_width = 1.0 / width;
+    if (n[k] == 1 || !(width > 0.0) || !std::isfinite(inv_width)) {
+      n[k] = 1;
+      width = extent[k];
+      inv_width = g.periodic[k] ? 1.0 : 0.0;
+    }
     g.num_bins[k] = n[k];
-    g.width[k] = extent[k] / static_cast<double>(n[k]);
-    g.inv_width[k] = g.width[k] > 0.0 ? 1.0 / g.width[k] : 0.0;
+    g.width[k] = width;
+    g.inv_width[k] = inv_width;
   }
   return n[0] * n[1] * n[2];
+}
+
+// A lower bound on the number of edges of one structure of `num_atoms` atoms (0 when none
+// is easily proven), for refusing absurd outputs before searching. `inner_radius`: r minus
+// the rounding margin (distances below it pass the exact test). Non-periodic coordinates
+// (fmin, fmax) are orthonormal, so the perpendicular part h of any r_ij has
+// |h| <= H = |extents|. On P periodic axes, the r_ij of a pair (i, j) over all shifts form a
+// shifted lattice; the fundamental cells of the lattice points within rho - D of the origin
+// (rho^2 = inner^2 - H^2, D = sum |a_k| >= the cell diameter) cover a P-ball of radius
+// rho - D, so at least vol(ball) / cell volume of them are within rho. Without periodic axes
+// every pair is an edge when H < inner_radius.
+inline double min_edges(const Grid& g, const double* fmin, const double* fmax, int64_t num_atoms,
+                        double inner_radius, bool loop) {
+  if (num_atoms == 0 || !(inner_radius > 0.0)) return 0.0;
+  double h2 = 0.0, diameter = 0.0, len[3], unit[9];
+  int num_periodic = 0;
+  for (int k = 0; k < 3; ++k) {
+    if (g.periodic[k]) {
+      const double* a = g.basis + 3 * k;
+      len[num_periodic] = norm3(a);
+      for (int c = 0; c < 3; ++c) unit[3 * num_periodic + c] = a[c] / len[num_periodic];
+      diameter += len[num_periodic];
+      ++num_periodic;
+    } else {
+      const double e = fmax[k] - fmin[k];
+      h2 += e * e;
+    }
+  }
+  const double rho2 = inner_radius * inner_radius - h2;
+  if (!(rho2 > 0.0)) return 0.0;
+  const double n = static_cast<double>(num_atoms), self = loop ? 0.0 : n;
+  if (num_periodic == 0) return n * n - self;
+  const double free = std::sqrt(rho2) - diameter;
+  if (!(free > 0.0)) return 0.0;
+  double per_pair;  // lattice points per pair, as volume ratio (overflow-free: unit vectors)
+  if (num_periodic == 1) {
+    per_pair = 2.0 * (free / len[0]);
+  } else if (num_periodic == 2) {
+    double cross[3];
+    cross3(unit, unit + 3, cross);
+    per_pair = 3.141592653589793 * (free / len[0]) * (free / len[1]) / norm3(cross);
+  } else {
+    double cross[3];
+    cross3(unit + 3, unit + 6, cross);
+    const double volume = std::fabs(unit[0] * cross[0] + unit[1] * cross[1] + unit[2] * cross[2]);
+    per_pair = 4.18879020478639 * (free / len[0]) * (free / len[1]) * (free / len[2]) / volume;
+  }
+  per_pair = std::floor(per_pair * (1.0 - 1e-9));
+  const double bound = n * n * per_pair - self;
+  return bound > 0.0 ? bound : 0.0;
 }
 
 // ---- per atom ---------------------------------------------------------------------------
@@ -225,10 +322,9 @@ TP_HOST_DEVICE inline void wrap_atom(const scalar_t* pos, const Grid& g, double*
   for (int k = 0; k < 3; ++k) {
     frac[k] = p[0] * g.inverse[k] + p[1] * g.inverse[3 + k] + p[2] * g.inverse[6 + k];
     wrap[k] = 0;
-    if (g.periodic[k]) {
-      const double w = std::floor(frac[k]);
-      wrap[k] = static_cast<int64_t>(w);
-      frac[k] -= w;
+    if (g.periodic[k]) {  // |frac| < 1e9 is checked by the host; clamped here, never UB
+      wrap[k] = floor_clamped(frac[k], -kIndexLimit, kIndexLimit);
+      frac[k] -= static_cast<double>(wrap[k]);
     }
   }
   for (int c = 0; c < 3; ++c) {
@@ -242,10 +338,7 @@ TP_HOST_DEVICE inline void wrap_atom(const scalar_t* pos, const Grid& g, double*
 // bin index.
 TP_HOST_DEVICE inline int64_t atom_bin(const double* frac, const Grid& g, int64_t* bin3) {
   for (int k = 0; k < 3; ++k) {
-    double c = floor_fast((frac[k] - g.origin[k]) * g.inv_width[k]);
-    const double last = static_cast<double>(g.num_bins[k] - 1);
-    c = c < 0.0 ? 0.0 : (c > last ? last : c);
-    bin3[k] = static_cast<int64_t>(c);
+    bin3[k] = floor_clamped((frac[k] - g.origin[k]) * g.inv_width[k], 0, g.num_bins[k] - 1);
   }
   return g.bin_offset + (bin3[0] * g.num_bins[1] + bin3[1]) * g.num_bins[2] + bin3[2];
 }
@@ -269,14 +362,39 @@ struct SearchData {
   const Grid* grids;          // [B]
   const SortedAtom* sorted;   // [N]
   const int64_t* bin_start;   // [num_bins + 1]
-  scalar_t cutoff2;  // r * r in scalar_t
+  scalar_t cutoff2;      // r * r in scalar_t
+  double wide_cutoff2;   // double(scalar_t(r))^2, for float32 distances that overflow
   bool loop;
 };
 
-// The exact edge test of the file comment (shared with the reference, same rounding).
+// Largest finite float: a float32 |r_ij|^2 above it has overflowed.
+constexpr float kFloatMax = 3.40282347e+38f;
+
+// The test of the file comment redone in double from the same inputs, for float32 pairs
+// whose r_ij or |r_ij|^2 overflowed (|r_ij| > 1.8e19): the edge exists iff the double
+// |r_ij|^2 is below wide_cutoff2 = double(float(r))^2.
+template <typename scalar_t>
+TP_HOST_DEVICE inline bool wide_inside(const scalar_t* pj, const scalar_t* pi, const scalar_t* cell,
+                                       int64_t s0, int64_t s1, int64_t s2, double wide_cutoff2) {
+  const double t0 = static_cast<double>(s0), t1 = static_cast<double>(s1), t2 = static_cast<double>(s2);
+  double v[3];
+  for (int c = 0; c < 3; ++c) {
+    const double shift = cell == nullptr ? 0.0
+        : add_rn(add_rn(mul_rn(t0, static_cast<double>(cell[c])), mul_rn(t1, static_cast<double>(cell[3 + c]))),
+                 mul_rn(t2, static_cast<double>(cell[6 + c])));
+    v[c] = add_rn(sub_rn(static_cast<double>(pj[c]), static_cast<double>(pi[c])), shift);
+  }
+  const double d2 = add_rn(add_rn(mul_rn(v[0], v[0]), mul_rn(v[1], v[1])), mul_rn(v[2], v[2]));
+  return d2 < wide_cutoff2;
+}
+
+// The exact edge test of the file comment (shared with the reference, same rounding). In
+// float32 a squared distance that overflowed is decided by wide_inside (float64 inputs are
+// bounded so that theirs cannot overflow).
 template <typename scalar_t>
 TP_HOST_DEVICE inline bool exact_inside(const scalar_t* pj, const scalar_t* pi, const scalar_t* cell,
-                                        int64_t s0, int64_t s1, int64_t s2, scalar_t cutoff2) {
+                                        int64_t s0, int64_t s1, int64_t s2, scalar_t cutoff2,
+                                        double wide_cutoff2) {
   const scalar_t t0 = static_cast<scalar_t>(s0), t1 = static_cast<scalar_t>(s1),
                  t2 = static_cast<scalar_t>(s2);
   scalar_t v[3];
@@ -286,27 +404,40 @@ TP_HOST_DEVICE inline bool exact_inside(const scalar_t* pj, const scalar_t* pi, 
     v[c] = add_rn(sub_rn(pj[c], pi[c]), shift);
   }
   const scalar_t d2 = add_rn(add_rn(mul_rn(v[0], v[0]), mul_rn(v[1], v[1])), mul_rn(v[2], v[2]));
-  return d2 < cutoff2;
+  if (d2 < cutoff2) return true;
+  if (sizeof(scalar_t) == 4 && !(d2 <= static_cast<scalar_t>(kFloatMax))) {
+    return wide_inside(pj, pi, cell, s0, s1, s2, wide_cutoff2);
+  }
+  return false;
 }
 
 // exact_inside for S = 0 without the cell (a zero shift changes no rounded result).
 template <typename scalar_t>
-TP_HOST_DEVICE inline bool exact_inside_unshifted(const scalar_t* pj, const scalar_t* pi, scalar_t cutoff2) {
+TP_HOST_DEVICE inline bool exact_inside_unshifted(const scalar_t* pj, const scalar_t* pi, scalar_t cutoff2,
+                                                  double wide_cutoff2) {
   const scalar_t v0 = sub_rn(pj[0], pi[0]), v1 = sub_rn(pj[1], pi[1]), v2 = sub_rn(pj[2], pi[2]);
   const scalar_t d2 = add_rn(add_rn(mul_rn(v0, v0), mul_rn(v1, v1)), mul_rn(v2, v2));
-  return d2 < cutoff2;
+  if (d2 < cutoff2) return true;
+  if (sizeof(scalar_t) == 4 && !(d2 <= static_cast<scalar_t>(kFloatMax))) {
+    return wide_inside<scalar_t>(pj, pi, nullptr, 0, 0, 0, wide_cutoff2);
+  }
+  return false;
 }
 
-// Unwrapped bins [lo, hi] along axis k within `radius` (Cartesian) of fractional coordinate
-// f; clipped to the existing bins on non-periodic axes (empty when lo > hi).
+// Unwrapped bins [lo, hi] along axis k within `radius` (Cartesian, may be infinite) of
+// fractional coordinate f; clamped to the existing bins on non-periodic axes. Every
+// conversion to an integer is clamped first (huge radii, thin bins).
 TP_HOST_DEVICE inline void bin_range(double f, double radius, const Grid& g, int k, int64_t& lo, int64_t& hi) {
-  const double reach = radius * g.recip_norm[k];
-  lo = static_cast<int64_t>(floor_fast((f - reach - g.origin[k]) * g.inv_width[k]));
-  hi = static_cast<int64_t>(floor_fast((f + reach - g.origin[k]) * g.inv_width[k]));
-  if (!g.periodic[k]) {
-    lo = lo < 0 ? 0 : lo;
-    hi = hi > g.num_bins[k] - 1 ? g.num_bins[k] - 1 : hi;
+  if (g.inv_width[k] == 0.0) {  // a single bin
+    lo = hi = 0;
+    return;
   }
+  const double centre = (f - g.origin[k]) * g.inv_width[k];
+  const double reach = radius * g.recip_norm[k] * g.inv_width[k];
+  const int64_t first = g.periodic[k] ? -kIndexLimit : 0;
+  const int64_t last = g.periodic[k] ? kIndexLimit : g.num_bins[k] - 1;
+  lo = floor_clamped(centre - reach, first, last);
+  hi = floor_clamped(centre + reach, first, last);
 }
 
 // Squared lower bound on the distance along axis k (to the lattice planes of the unwrapped
@@ -331,23 +462,20 @@ TP_HOST_DEVICE inline void accept_candidate(const SearchData<scalar_t>& d, const
   const int64_t j = other.atom;
   if (!d.loop && j == centre.atom && t0 == 0 && t1 == 0 && t2 == 0) return;
   if (dist2 >= g.inner2 &&
-      !exact_inside(d.pos + 3 * j, d.pos + 3 * centre.atom, cell, t0, t1, t2, d.cutoff2)) {
+      !exact_inside(d.pos + 3 * j, d.pos + 3 * centre.atom, cell, t0, t1, t2, d.cutoff2,
+                    d.wide_cutoff2)) {
     return;
   }
   emit(j, t0, t1, t2);
 }
 
-// Calls emit(j, s0, s1, s2) for every edge j -> i of the centre at sorted position k
-// (unordered; the caller sorts). The double-precision distance decides directly outside
-// the shell inner2 <= d^2 < search2, where rounding of the exact test in scalar_t could
-// matter; inside the shell the exact test decides. kStaged (CPU): candidates within the
-// radius are first collected without branches, then accepted, which avoids a branch
-// misprediction per candidate; GPU threads take the plain loop.
-template <bool kStaged, typename scalar_t, typename Emit>
-TP_HOST_DEVICE inline void visit_neighbours(int64_t k, const SearchData<scalar_t>& d, Emit& emit) {
+// Calls run(n, end, image) for every run of sorted atoms n .. end - 1 (one row of bins,
+// one periodic image s' = image) the centre at sorted position k must scan: the bins its
+// search sphere can reach, skipped by their distance to the centre.
+template <typename scalar_t, typename Run>
+TP_HOST_DEVICE inline void scan_runs(int64_t k, const SearchData<scalar_t>& d, Run& run) {
   const SortedAtom& centre = d.sorted[k];
   const Grid& g = d.grids[centre.structure];
-  const scalar_t* cell = d.cell + 9 * centre.structure;
   const double search = std::sqrt(g.search2);
   double f[3];
   for (int a = 0; a < 3; ++a) {
@@ -380,46 +508,73 @@ TP_HOST_DEVICE inline void visit_neighbours(int64_t k, const SearchData<scalar_t
         if (last > g.num_bins[2] - 1) last = g.num_bins[2] - 1;
         b2 += last - u2 + 1;
         const int64_t end = d.bin_start[row + last + 1];
-        int64_t n = d.bin_start[row + u2];
+        const int64_t n = d.bin_start[row + u2];
         if (n == end) continue;
         const int64_t image[3] = {s0, s1, s2};
-        // Centre seen from the image s' of the bins: candidate vector = wrapped_j - q.
-        double q[3];
-        for (int c = 0; c < 3; ++c) {
-          q[c] = centre.wrapped[c] - (static_cast<double>(s0) * g.basis[c] +
-                                      static_cast<double>(s1) * g.basis[3 + c] +
-                                      static_cast<double>(s2) * g.basis[6 + c]);
-        }
-        if constexpr (kStaged) {
-          constexpr int kStage = 64;
-          int64_t staged[kStage];
-          double staged_dist2[kStage];
-          while (n < end) {
-            const int64_t block_end = end - n > kStage ? n + kStage : end;
-            int count = 0;
-            for (; n < block_end; ++n) {
-              const double* w = d.sorted[n].wrapped;
-              const double dx = w[0] - q[0], dy = w[1] - q[1], dz = w[2] - q[2];
-              const double dist2 = dx * dx + dy * dy + dz * dz;
-              staged[count] = n;
-              staged_dist2[count] = dist2;
-              count += dist2 < g.search2 ? 1 : 0;
-            }
-            for (int c = 0; c < count; ++c) {
-              accept_candidate(d, centre, g, cell, staged[c], image, staged_dist2[c], emit);
-            }
-          }
-        } else {
-          for (; n < end; ++n) {
-            const double* w = d.sorted[n].wrapped;
-            const double dx = w[0] - q[0], dy = w[1] - q[1], dz = w[2] - q[2];
-            const double dist2 = dx * dx + dy * dy + dz * dz;
-            if (dist2 < g.search2) accept_candidate(d, centre, g, cell, n, image, dist2, emit);
-          }
-        }
+        run(n, end, image);
       }
     }
   }
+}
+
+// Number of atoms the centre at sorted position k tests: an upper bound on its edges,
+// without a distance test (a cheap pass that bounds the output before any allocation).
+template <typename scalar_t>
+TP_HOST_DEVICE inline int64_t count_candidates(int64_t k, const SearchData<scalar_t>& d) {
+  int64_t total = 0;
+  auto run = [&](int64_t n, int64_t end, const int64_t*) { total += end - n; };
+  scan_runs(k, d, run);
+  return total;
+}
+
+// Calls emit(j, s0, s1, s2) for every edge j -> i of the centre at sorted position k
+// (unordered; the caller sorts). The double-precision distance decides directly outside
+// the shell inner2 <= d^2 < search2, where rounding of the exact test in scalar_t could
+// matter; inside the shell the exact test decides. kStaged (CPU): candidates within the
+// radius are first collected without branches, then accepted, which avoids a branch
+// misprediction per candidate; GPU threads take the plain loop.
+template <bool kStaged, typename scalar_t, typename Emit>
+TP_HOST_DEVICE inline void visit_neighbours(int64_t k, const SearchData<scalar_t>& d, Emit& emit) {
+  const SortedAtom& centre = d.sorted[k];
+  const Grid& g = d.grids[centre.structure];
+  const scalar_t* cell = d.cell + 9 * centre.structure;
+  auto run = [&](int64_t n, int64_t end, const int64_t* image) {
+    // Centre seen from the image s' of the bins: candidate vector = wrapped_j - q.
+    double q[3];
+    for (int c = 0; c < 3; ++c) {
+      q[c] = centre.wrapped[c] - (static_cast<double>(image[0]) * g.basis[c] +
+                                  static_cast<double>(image[1]) * g.basis[3 + c] +
+                                  static_cast<double>(image[2]) * g.basis[6 + c]);
+    }
+    if constexpr (kStaged) {
+      constexpr int kStage = 64;
+      int64_t staged[kStage];
+      double staged_dist2[kStage];
+      while (n < end) {
+        const int64_t block_end = end - n > kStage ? n + kStage : end;
+        int count = 0;
+        for (; n < block_end; ++n) {
+          const double* w = d.sorted[n].wrapped;
+          const double dx = w[0] - q[0], dy = w[1] - q[1], dz = w[2] - q[2];
+          const double dist2 = dx * dx + dy * dy + dz * dz;
+          staged[count] = n;
+          staged_dist2[count] = dist2;
+          count += dist2 < g.search2 ? 1 : 0;
+        }
+        for (int c = 0; c < count; ++c) {
+          accept_candidate(d, centre, g, cell, staged[c], image, staged_dist2[c], emit);
+        }
+      }
+    } else {
+      for (; n < end; ++n) {
+        const double* w = d.sorted[n].wrapped;
+        const double dx = w[0] - q[0], dy = w[1] - q[1], dz = w[2] - q[2];
+        const double dist2 = dx * dx + dy * dy + dz * dz;
+        if (dist2 < g.search2) accept_candidate(d, centre, g, cell, n, image, dist2, emit);
+      }
+    }
+  };
+  scan_runs(k, d, run);
 }
 
 // Canonical order of the edges of one centre: by neighbour, then shift (lexicographic).

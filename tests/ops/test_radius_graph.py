@@ -423,17 +423,24 @@ def test_op_checks_its_arguments():
     cell = torch.zeros(1, 3, 3)
     pbc = torch.zeros(1, 3, dtype=torch.bool)
     op = torch.ops.torch_pet.radius_graph
-    with pytest.raises(RuntimeError, match="ptr must start at 0 and end at N = 5"):
+    with pytest.raises(ValueError, match="ptr must start at 0 and end at N = 5"):
         op(pos, torch.tensor([0, 4]), cell, pbc, 1.0, False)
-    with pytest.raises(RuntimeError, match="ptr must be non-decreasing"):
+    with pytest.raises(ValueError, match="ptr must be non-decreasing"):
         op(pos, torch.tensor([0, 3, 2, 5]), cell.expand(3, 3, 3), pbc.expand(3, 3), 1.0, False)
-    with pytest.raises(RuntimeError, match="cutoff r must be positive"):
+    with pytest.raises(ValueError, match="cutoff r must be positive"):
         op(pos, ptr, cell, pbc, -1.0, False)
-    with pytest.raises(RuntimeError, match="pos contains NaN or Inf"):
+    with pytest.raises(ValueError, match="pos contains NaN or Inf"):
         op(pos * float("nan"), ptr, cell, pbc, 1.0, False)
-    with pytest.raises(RuntimeError, match="cell of structure 0 is singular"):
+    with pytest.raises(ValueError, match="cell of structure 0 is singular"):
         op(pos, ptr, cell, ~pbc, 1.0, False)
-    with pytest.raises(RuntimeError, match="cell must have the dtype of pos"):
+    with pytest.raises(TypeError, match="cell must have the dtype of pos"):
         op(pos, ptr, cell.double(), pbc, 1.0, False)
-    with pytest.raises(RuntimeError, match="spans more than a million periodic images"):
+    with pytest.raises(TypeError, match="pbc must be a bool tensor"):
+        op(pos, ptr, cell, pbc.long(), 1.0, False)
+    with pytest.raises(ValueError, match=r"max_edges must be in \[0, 2\*\*31 - 1\]"):
+        op(pos, ptr, cell, pbc, 1.0, False, -1)
+    with pytest.raises(ValueError, match=r"r = 1e-20 is too small for float32"):
+        op(pos, ptr, cell, pbc, 1e-20, False)
+    # r = 1e4 in a 1e-3 cell: ~1e23 pairs, refused from the lower bound before any search.
+    with pytest.raises(ValueError, match=r"at least \d\.\d+e\+2\d edges .* more than max_edges = 2147483647"):
         op(pos, ptr, torch.eye(3)[None] * 1e-3, ~pbc, 1e4, False)

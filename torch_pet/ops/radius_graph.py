@@ -12,6 +12,14 @@ i -> i with S = 0 only when ``loop=True``. The compiled op uses a cell list (lin
 number of atoms, any triclinic cell, cutoffs larger than the cell); the edge test itself is
 evaluated in the dtype of ``pos`` exactly as :func:`torch_pet.ops.reference.radius_graph_reference`
 does, so kernel, reference, CPU and CUDA agree bitwise, also at the cutoff.
+
+Every finite input gives the exact list or a ValueError, never a wrong one: near-flat or
+subnormal extents, huge cutoffs and coordinates are binned without overflow. Documented
+limits (ValueError, identical on CPU, CUDA and the reference): more than ``max_edges``
+edges (default and at most 2**31 - 1; refused before the output is allocated, from a lower
+bound when one proves it, otherwise from a count), float64 coordinates or periodic cell
+entries beyond 1e100, r below 1e-18 (float32) or 1e-150 (float64), more than 2**30
+periodic images along a cell vector, atoms more than 1e9 cells from the origin.
 """
 import math
 import numbers
@@ -20,7 +28,7 @@ from typing import Optional
 import torch
 
 from torch_pet import _extension
-from torch_pet.ops.reference import radius_graph_reference
+from torch_pet.ops.reference import MAX_EDGES, radius_graph_reference
 
 __all__ = ["radius_graph", "edge_vectors"]
 
@@ -34,6 +42,7 @@ def radius_graph(
     pbc=None,
     loop: bool = False,
     return_vectors: bool = False,
+    max_edges: int = MAX_EDGES,
 ):
     """All edges j -> i with |pos[j] - pos[i] + S @ cell| < r, PyG convention.
 
@@ -49,6 +58,8 @@ def radius_graph(
             all periodic when a cell is given, none otherwise.
         loop: also return i -> i with zero shift.
         return_vectors: also return the edge vectors r_ij, differentiable w.r.t. pos and cell.
+        max_edges: refuse (ValueError) graphs with more edges, before allocating them; at
+            most (and by default) 2**31 - 1.
 
     Returns:
         ``(edge_index, shifts[, vectors])``: ``edge_index[0]`` is the neighbour j (source),
@@ -58,22 +69,29 @@ def radius_graph(
     Shapes:
         pos [N, 3], batch [N] -> edge_index [2, E] long, shifts [E, 3] long, vectors [E, 3]
     """
-    _check_pos_and_cutoff(pos, r)
+    r = _check_pos_and_cutoff(pos, r)
+    for name, flag in (("loop", loop), ("return_vectors", return_vectors)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"radius_graph: {name} must be True or False, got {flag!r}")
+    if isinstance(max_edges, bool) or not isinstance(max_edges, numbers.Integral):
+        raise TypeError(f"radius_graph: max_edges must be an int, got {type(max_edges).__name__}")
+    if not 0 <= max_edges <= MAX_EDGES:
+        raise ValueError(f"radius_graph: max_edges must be in [0, 2**31 - 1], got {max_edges}")
+    max_edges = int(max_edges)
     ptr, num_structures = _structure_pointer(pos, batch, cell)
     full_cell, full_pbc = _cell_and_pbc(pos, cell, pbc, num_structures)
-    r = float(r)
     if _extension.use_extension(pos.device):
         try:  # the op checks that pos is finite in its first pass over the atoms
             edge_index, shifts = torch.ops.torch_pet.radius_graph(pos.detach(), ptr, full_cell.detach(),
-                                                                  full_pbc, r, bool(loop))
-        except RuntimeError as err:
+                                                                  full_pbc, r, loop, max_edges)
+        except ValueError as err:
             if "pos contains NaN or Inf" in str(err):
                 _check_finite(pos)
             raise
     else:
         _check_finite(pos)
         edge_index, shifts = radius_graph_reference(pos.detach(), ptr, full_cell.detach(), full_pbc,
-                                                    r, bool(loop))
+                                                    r, loop, max_edges)
     if not return_vectors:
         return edge_index, shifts
     return edge_index, shifts, edge_vectors(pos, edge_index, shifts, cell, batch)
@@ -111,7 +129,8 @@ def edge_vectors(
     return vectors + torch.bmm(s.unsqueeze(1), edge_cell).squeeze(1)
 
 
-def _check_pos_and_cutoff(pos, r) -> None:
+def _check_pos_and_cutoff(pos, r) -> float:
+    """Checks pos and returns the cutoff as a float (a number or a one-element tensor)."""
     if not isinstance(pos, torch.Tensor):
         raise TypeError(f"radius_graph: pos must be a torch.Tensor, got {type(pos).__name__}")
     if pos.dim() != 2 or pos.shape[1] != 3:
@@ -119,11 +138,18 @@ def _check_pos_and_cutoff(pos, r) -> None:
     if pos.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"radius_graph: pos must be float32 or float64, got {pos.dtype}; convert "
                         "it with pos.float() or pos.double()")
-    if isinstance(r, bool) or not isinstance(r, (numbers.Real, torch.Tensor)):
+    if isinstance(r, torch.Tensor):
+        if r.dtype == torch.bool or r.dtype.is_complex:
+            raise TypeError(f"radius_graph: the cutoff r must be a real number, got a {r.dtype} tensor")
+        if r.numel() != 1:
+            raise ValueError(f"radius_graph: the cutoff r must be a single number, got a tensor of shape "
+                             f"{tuple(r.shape)}; pass one cutoff for all structures")
+    elif isinstance(r, bool) or not isinstance(r, numbers.Real):
         raise TypeError(f"radius_graph: the cutoff r must be a real number, got {type(r).__name__}")
     r = float(r)
     if not math.isfinite(r) or r <= 0.0:
         raise ValueError(f"radius_graph: the cutoff r must be positive and finite, got {r}")
+    return r
 
 
 def _check_finite(pos) -> None:
@@ -132,6 +158,27 @@ def _check_finite(pos) -> None:
         bad = int(not_finite.nonzero()[0])
         raise ValueError(f"radius_graph: pos contains NaN or Inf (first at atom {bad}); fix the "
                          "positions before building the graph")
+
+
+def _check_pbc_argument(pbc, device):
+    """pbc as None or a bool tensor (a bool or nested sequence of bools becomes one on device)."""
+    if pbc is None:
+        return None
+    if isinstance(pbc, torch.Tensor):
+        if pbc.dtype != torch.bool:
+            raise TypeError(f"radius_graph: pbc must be boolean (True/False per cell vector), got {pbc.dtype}")
+        return pbc
+    if isinstance(pbc, (str, bytes)):
+        raise TypeError(f"radius_graph: pbc must be a bool or a sequence of 3 bools (one per cell "
+                        f"vector), got the string {pbc!r}")
+    try:
+        pbc = torch.as_tensor(pbc, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"radius_graph: pbc must be a bool or a sequence of 3 bools (one per cell "
+                        f"vector), got {type(pbc).__name__}: {err}") from None
+    if pbc.dtype != torch.bool:
+        raise TypeError(f"radius_graph: pbc must be boolean (True/False per cell vector), got {pbc.dtype}")
+    return pbc
 
 
 def _structure_pointer(pos, batch, cell):
@@ -161,6 +208,10 @@ def _structure_pointer(pos, batch, cell):
             raise ValueError(f"radius_graph: batch must be sorted ascending (atoms grouped by "
                              f"structure, as PyG batches them); it decreases at atom {first}")
     largest = int(batch[-1]) + 1 if num_atoms else 0
+    if largest > num_atoms + 2**20 and (cell_structures is None or largest > cell_structures):
+        raise ValueError(f"radius_graph: batch refers to structure {largest - 1} but there are only "
+                         f"{num_atoms} atoms; batch values are structure indices 0..B-1 (at most 2**20 "
+                         "empty structures beyond N)")
     num_structures = cell_structures if cell_structures is not None and cell_structures > 1 else max(largest, 1)
     if largest > num_structures:
         raise ValueError(f"radius_graph: batch refers to structure {largest - 1} but cell has only "
@@ -173,8 +224,9 @@ def _structure_pointer(pos, batch, cell):
 def _cell_and_pbc(pos, cell, pbc, num_structures):
     """cell [B, 3, 3] and pbc [B, 3] bool for the op; checks dtype, device and singularity."""
     device, dtype = pos.device, pos.dtype
+    pbc = _check_pbc_argument(pbc, device)
     if cell is None:
-        if pbc is not None and bool(torch.as_tensor(pbc).any()):
+        if pbc is not None and bool(pbc.any()):
             raise ValueError("radius_graph: pbc has periodic axes but no cell was given; pass the "
                              "cell (lattice vectors as rows) or set pbc to False")
         return (torch.zeros(num_structures, 3, 3, dtype=dtype, device=device),
@@ -197,8 +249,6 @@ def _cell_and_pbc(pos, cell, pbc, num_structures):
     if pbc is None:
         pbc = torch.ones(num_structures, 3, dtype=torch.bool, device=device)
     else:
-        if not isinstance(pbc, torch.Tensor):
-            pbc = torch.as_tensor(pbc, device=device)
         if pbc.dtype != torch.bool:
             raise TypeError(f"radius_graph: pbc must be boolean, got {pbc.dtype}")
         if pbc.device != device:
@@ -216,11 +266,15 @@ def _cell_and_pbc(pos, cell, pbc, num_structures):
 
 
 def _check_not_singular(cell, pbc) -> None:
-    """The periodic cell vectors of every structure must be linearly independent."""
+    """The periodic cell vectors of every structure must be linearly independent (scale-free:
+    the Gram determinant of the normalised vectors)."""
     rows = cell.double() * pbc[..., None]  # non-periodic rows zeroed
-    gram = rows @ rows.transpose(1, 2) + torch.diag_embed((~pbc).double())
-    norms2 = torch.diagonal(gram, dim1=1, dim2=2).prod(dim=1)
-    singular = torch.linalg.det(gram) <= 1e-20 * norms2
+    largest = rows.abs().amax(dim=2, keepdim=True)
+    scaled = rows / torch.where(largest > 0, largest, torch.ones_like(largest))  # no overflow below
+    lengths = scaled.norm(dim=2, keepdim=True)
+    unit = scaled / torch.where(lengths > 0, lengths, torch.ones_like(lengths))
+    gram = unit @ unit.transpose(1, 2) + torch.diag_embed((~pbc).double())
+    singular = (torch.linalg.det(gram) <= 1e-20) | ((lengths.squeeze(2) == 0) & pbc).any(dim=1)
     if bool(singular.any()):
         b = int(singular.nonzero()[0])
         raise ValueError(f"radius_graph: the cell of structure {b} is singular (its periodic cell "
@@ -231,6 +285,6 @@ def _check_not_singular(cell, pbc) -> None:
 if _extension.WITH_EXTENSION:
 
     @torch.library.register_fake("torch_pet::radius_graph")
-    def _radius_graph_fake(pos, ptr, cell, pbc, r, loop):
+    def _radius_graph_fake(pos, ptr, cell, pbc, r, loop, max_edges=MAX_EDGES):
         num_edges = torch.library.get_ctx().new_dynamic_size()
         return ptr.new_empty((2, num_edges)), ptr.new_empty((num_edges, 3))
