@@ -445,3 +445,12 @@ def test_malformed_atoms_raise_calculator_errors_naming_them(sweep_models, kind,
         sweep_models["calculator"].calculate(atoms, ["energy"])
     name = "atoms" if kind == "type" else f"atoms.{kind}"
     assert name in str(error.value) and "PETCalculator" in str(error.value), str(error.value)
+
+
+def test_testing_helpers_read_a_batch_without_batch_vector():
+    from torch_pet.testing.structures import batch_vector
+
+    full = Batch.from_data_list([molecule(3, 1), molecule(4, 2)])
+    assert batch_vector(without_batch(full, "del")).tolist() == full.batch.tolist()
+    with pytest.raises(ValueError, match="data.batch and data.ptr disagree"):
+        batch_vector(Data(pos=full.pos, batch=full.batch, ptr=torch.tensor([0, 4, 7])))

@@ -177,8 +177,7 @@ def _atom_keys(data: Data) -> list:
 
 
 def batch_vector(data: Data) -> torch.Tensor:
-    """data.batch, or zeros [N] for a single structure."""
-    batch = getattr(data, "batch", None)
-    if batch is None:
-        batch = torch.zeros(data.pos.shape[0], dtype=torch.long, device=data.pos.device)
-    return batch
+    """data.batch (derived from data.ptr if dropped), or zeros [N] for a single structure."""
+    from torch_pet.inputs import read_structure_index
+
+    return read_structure_index(data, data.pos).batch
