@@ -206,7 +206,8 @@ def test_user_graph_checks(pet):
     far.pos[1] = far.pos[0] + torch.tensor([3.5, 0, 0], dtype=torch.float64)
     near = radius_graph(far.pos, pet.cutoff, far.batch)[0]
     with pytest.raises(ValueError, match=rf"edge_index: edge {near.shape[1]} \(0 -> 1, shift "
-                                         r"\[0, 0, 0\]\) is 3.5 long, beyond the model's cutoff 3.0"):
+                                         r"\[0, 0, 0\]\) is 3.5 long, beyond the model's "
+                                         r"cutoff 3.0"):
         pet.forward_tensors(far.z, far.pos, far.batch,
                             edge_index=torch.cat([near, torch.tensor([[0], [1]])], 1))
     with pytest.raises(ValueError, match=r"data.pet_shifts: edge 0 .* shifted along an axis, but "

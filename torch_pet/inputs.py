@@ -89,16 +89,16 @@ def structure_index(batch: Optional[Tensor], ptr: Optional[Tensor], num_atoms: i
         ptr = _index_tensor(ptr, f"{owner}{prefix}ptr", device)
         count = ptr.numel() - 1
         if count < 0:
-            raise ValueError(f"{owner}{prefix}ptr must have B+1 >= 1 entries (0, then the end of each "
-                             "structure), got an empty tensor")
+            raise ValueError(f"{owner}{prefix}ptr must have B+1 >= 1 entries (0, then the end "
+                             "of each structure), got an empty tensor")
         if num_structures is not None and num_structures != count:
             raise ValueError(f"{owner}{prefix}ptr describes {count} structures but num_graphs is "
                              f"{num_structures}; drop one or make them agree")
         sizes = ptr.diff()
         start, end, decreasing = torch.stack([ptr[0], ptr[-1], (sizes < 0).any().long()]).tolist()
         if start != 0 or end != num_atoms or decreasing:
-            raise ValueError(f"{owner}{prefix}ptr must start at 0, end at N = {num_atoms} and never "
-                             f"decrease (structure b holds atoms ptr[b]..ptr[b+1]-1), got "
+            raise ValueError(f"{owner}{prefix}ptr must start at 0, end at N = {num_atoms} and "
+                             f"never decrease (structure b holds atoms ptr[b]..ptr[b+1]-1), got "
                              f"{_preview(ptr)}")
         expected = torch.repeat_interleave(torch.arange(count, device=device), sizes,
                                            output_size=num_atoms)
@@ -108,15 +108,17 @@ def structure_index(batch: Optional[Tensor], ptr: Optional[Tensor], num_atoms: i
             differ = batch != expected
             if bool(differ.any()):
                 atom = _first(differ)
-                raise ValueError(f"{owner}{prefix}batch and {prefix}ptr disagree: atom {atom} is in "
-                                 f"structure {int(batch[atom])} by batch but {int(expected[atom])} "
-                                 "by ptr; rebuild the batch (Batch.from_data_list) or drop one")
+                raise ValueError(f"{owner}{prefix}batch and {prefix}ptr disagree: atom {atom} is "
+                                 f"in structure {int(batch[atom])} by batch but "
+                                 f"{int(expected[atom])} by ptr; rebuild the batch "
+                                 "(Batch.from_data_list) or drop one")
         return StructureIndex(expected, ptr, count)
 
     if batch is None:
         if num_structures not in (None, 1):
-            raise ValueError(f"{owner}{prefix}batch is missing but num_graphs is {num_structures}; pass "
-                             "the batch vector (structure of each atom) or ptr")
+            raise ValueError(f"{owner}{prefix}batch is missing but num_graphs is "
+                             f"{num_structures}; pass the batch vector (structure of each atom) "
+                             "or ptr")
         ptr = torch.tensor([0, num_atoms], dtype=torch.long, device=device)
         return StructureIndex(torch.zeros(num_atoms, dtype=torch.long, device=device), ptr, 1)
 
@@ -139,9 +141,10 @@ def structure_index(batch: Optional[Tensor], ptr: Optional[Tensor], num_atoms: i
             raise ValueError(f"{owner}{prefix}batch refers to structure {last} but the input has "
                              f"num_graphs = {count} structures")
     if count > num_atoms + MAX_EMPTY_STRUCTURES:
-        raise ValueError(f"{owner}{prefix}batch implies {count} structures for {num_atoms} atoms (at "
-                         f"most N + {MAX_EMPTY_STRUCTURES} are accepted without ptr); check the "
-                         "batch values, or pass ptr [B+1] for batches with many empty structures")
+        raise ValueError(f"{owner}{prefix}batch implies {count} structures for {num_atoms} "
+                         f"atoms (at most N + {MAX_EMPTY_STRUCTURES} are accepted without ptr); "
+                         "check the batch values, or pass ptr [B+1] for batches with many empty "
+                         "structures")
     counts = torch.bincount(batch, minlength=count)
     ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return StructureIndex(batch, ptr, count)
@@ -171,9 +174,9 @@ def read_structure_index(data, pos: Tensor, *, prefix: str = "data.",
     if ptr is None and hasattr(data, "_num_graphs"):  # a Batch remembers its size
         num_structures = int(data._num_graphs)
         if batch is None and num_structures > 1:
-            raise ValueError(f"{owner}{prefix}batch and {prefix}ptr are both missing from a Batch of "
-                             f"{num_structures} structures, so its atoms cannot be assigned; "
-                             "keep one of them (Batch.from_data_list sets both)")
+            raise ValueError(f"{owner}{prefix}batch and {prefix}ptr are both missing from a "
+                             f"Batch of {num_structures} structures, so its atoms cannot be "
+                             "assigned; keep one of them (Batch.from_data_list sets both)")
     return structure_index(batch, ptr, pos.shape[0], pos.device, num_structures=num_structures,
                            prefix=prefix, owner=owner)
 
