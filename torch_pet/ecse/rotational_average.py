@@ -34,29 +34,15 @@ from typing import Callable, Optional
 import torch
 from torch_geometric.data import Batch, Data
 
+from torch_pet.outputs import KindLike, OutputKind
+
 __all__ = ["RotationalAverage", "fibonacci_sphere", "sphere_grid_rotations",
            "gauss_grid_rotations", "random_rotation_grid"]
 
 _GOLDEN_ANGLE = math.pi * (3 - math.sqrt(5))
-OUTPUT_KINDS = ("scalar", "vector", "tensor")
 # Never copied into the backbone input: rebuilt, rotated separately, or labels.
 _NOT_CARRIED = {"pos", "batch", "ptr", "cell", "pbc", "energy", "forces", "stress", "virial",
                 "num_nodes", "y"}
-
-
-def _rotate_back(y: torch.Tensor, rotation: torch.Tensor, output: str) -> torch.Tensor:
-    """Outputs computed on X·Q back to the lab frame: scalars unchanged, vectors y·Qᵀ,
-    tensors Q·y·Qᵀ (row i uses rotation[i]; channel dims allowed before the Cartesian ones).
-
-    Shapes:
-        y [M, ...], rotation [M, 3, 3] -> [M, ...]
-    """
-    if output == "scalar":
-        return y
-    if output == "vector":
-        return torch.bmm(y.reshape(y.shape[0], -1, 3), rotation.transpose(1, 2)).reshape(y.shape)
-    q = rotation.unsqueeze(1)
-    return (q @ y.reshape(y.shape[0], -1, 3, 3) @ q.transpose(-1, -2)).reshape(y.shape)
 
 
 def fibonacci_sphere(num_points: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -158,7 +144,8 @@ class RotationalAverage(torch.nn.Module):
             of rotated copies returns one row per copy (or per copied atom with ``per_atom``).
         rotations: the grid {Q_r}, [R, 3, 3] proper rotations (buffer ``rotations``).
         weights: quadrature weights [R] summing to 1 (default equal).
-        output: "scalar", "vector" (last dim 3) or "tensor" (last dims 3, 3).
+        output: an :class:`~torch_pet.outputs.OutputKind` or its string, "scalar",
+            "vector" (last dim 3) or "tensor" (last dims 3, 3).
         per_atom: the backbone and the average return per-atom rows.
         chunk_size: at most this many atoms per backbone call (whole copies).
         adapter: ``adapter(model, batch) -> Tensor`` for other call signatures.
@@ -172,12 +159,13 @@ class RotationalAverage(torch.nn.Module):
     """
 
     def __init__(self, model: torch.nn.Module, rotations: torch.Tensor, *,
-                 weights: Optional[torch.Tensor] = None, output: str = "scalar",
+                 weights: Optional[torch.Tensor] = None, output: KindLike = "scalar",
                  per_atom: bool = False, chunk_size: int = 16384,
                  adapter: Optional[Callable] = None):
         super().__init__()
-        if output not in OUTPUT_KINDS:
-            raise ValueError(f"RotationalAverage: output must be one of {OUTPUT_KINDS}, got {output!r}")
+        output = OutputKind.parse(output, "RotationalAverage: output")
+        per_atom = bool(per_atom) or output.per_atom
+        output = output.with_per_atom(per_atom)
         if not isinstance(rotations, torch.Tensor) or rotations.dim() != 3 \
                 or rotations.shape[1:] != (3, 3) or rotations.shape[0] == 0:
             raise ValueError("RotationalAverage: rotations must be a tensor of shape [R, 3, 3] with "
@@ -257,11 +245,11 @@ class RotationalAverage(torch.nn.Module):
                                  f"of {atom.numel()} atoms, expected {rows} rows; set per_atom to "
                                  "match the model")
             if self.per_atom:
-                y = _rotate_back(y, rotations[r][copy], self.output)
+                y = self.output.rotate(y, rotations[r][copy])
                 y = y * weights[r][copy].reshape(-1, *([1] * (y.dim() - 1)))
                 index, size = atom, pos.shape[0]
             else:
-                y = _rotate_back(y, rotations[r], self.output)
+                y = self.output.rotate(y, rotations[r])
                 y = y * weights[r].reshape(-1, *([1] * (y.dim() - 1)))
                 index, size = s, num_structures
             if total is None:
