@@ -107,7 +107,7 @@ def error_metrics(prediction: dict, dataset, *, energy_key: Optional[str] = "ene
 def rotation_errors(model, dataset, *, forces: bool = True, num_rotations: int = 8,
                     num_structures: int = 50, dtype: torch.dtype = torch.float64,
                     seed: int = 0, batch_size: int = 64, device="cpu",
-                    output_kind: KindLike = "scalar") -> Dict[str, float]:
+                    output_kind: KindLike = OutputKind.SCALAR) -> Dict[str, float]:
     """Mean and max rotation errors of the per-structure output (energies: eV) and of the
     forces (eV/A) under random proper rotations, on a copy of ``model`` cast to ``dtype``.
 
@@ -154,7 +154,7 @@ def evaluate_model(model, dataset, *, name: str = "model", energy_key: Optional[
                    forces_key: Optional[str] = "forces", target_key: Optional[str] = None,
                    batch_size: int = 64, num_rotations: int = 8,
                    num_rotation_structures: int = 50, seed: int = 0,
-                   device="cpu", output_kind: KindLike = "scalar") -> Dict[str, object]:
+                   device="cpu", output_kind: KindLike = OutputKind.SCALAR) -> Dict[str, object]:
     """Errors, rotation errors and timing of ``model`` on ``dataset``; one dict.
 
     With ``forces_key`` the forces are -dE/dx of the model's energy; with ``target_key``
