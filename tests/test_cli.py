@@ -74,7 +74,7 @@ def test_train_on_a_periodic_extxyz_file(tmp_path):
 
 def test_bad_input_gives_an_error_message_and_exit_code(tmp_path, capsys):
     assert cli.main(["train", "--dataset", "extxyz", "--out", str(tmp_path)]) == 2
-    assert "needs --data path/to/file.xyz" in capsys.readouterr().err
+    assert "--data is required: give the path of the extended-XYZ file" in capsys.readouterr().err
     assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "absent.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
