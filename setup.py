@@ -54,7 +54,7 @@ setup(
     packages=find_packages(include=["torch_pet", "torch_pet.*"]),
     package_data={"torch_pet": ["datasets/data/*"]},
     python_requires=">=3.9",
-    install_requires=["torch>=2.3", "torch_geometric>=2.3", "numpy", "tqdm"],
+    install_requires=["torch>=2.3", "torch_geometric>=2.3", "numpy", "tqdm", "pyyaml"],
     extras_require={
         "ase": ["ase>=3.22"],
         "test": ["pytest", "scipy", "ase>=3.22"],

@@ -167,8 +167,8 @@ def _extxyz(config: DataConfig) -> Splits:
     path = _readable(config.data, "extended-XYZ file")
     try:
         full = ExtXYZDataset(path, dtype=config.torch_dtype)
-    except (ValueError, TypeError):
-        raise
+    except ValueError as err:  # the reader names the file and the structure
+        raise OptionError("data", f"is not a usable extended-XYZ file: {err}") from None
     except Exception as err:  # ASE's parsers raise many kinds of errors on a bad file
         raise OptionError("data", f"{path} cannot be read as extended XYZ ({type(err).__name__}: "
                           f"{err})") from None
