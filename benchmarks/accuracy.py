@@ -11,13 +11,15 @@ and size, and evaluated on the same test structures. Models:
 * ``mace``: ``mace-torch``'s ScaleShiftMACE on the same graph; skipped with a message when
   ``mace-torch`` is not installed (``pip install mace-torch``).
 
-Training (identical for all models): per-species self energies by least squares, loss
+Training (identical for all models): ``torch_pet.training.Trainer`` with the same
+``TrainingConfig`` for every model: per-species self energies by least squares, loss
 ``0.1 MSE(E)/σ_E² + MSE(F)/σ_F²`` with σ the RMS of the training residual energies and
-forces, forces by autograd (``energy_and_forces(create_graph=True)``), a random O(3)
-rotation per structure per step, Adam, gradient-norm clipping at 10, and a learning rate
-that follows the budget: linear warm-up over its first ``--warmup`` fraction (0.2), then
-cosine decay to 0 at its end. Training stops at the first step that starts after the budget is spent; the
-final weights are evaluated (no validation-based selection). Learning rate and batch size
+forces (no validation set, so σ stays fixed), forces by autograd, a random O(3) rotation
+per structure per step, Adam, gradient-norm clipping at 10, and the cosine schedule over the
+budget: linear warm-up over its first ``--warmup`` fraction (0.2), then cosine decay to 0
+at its end. The Trainer's time-budget stop rule ends training at the first step that would
+start after the budget is spent; the final weights are evaluated (no validation-based
+selection). Learning rate and batch size
 per model: ``MODELS`` below. ``--seeds`` repeats everything per seed.
 
 Every (model, size) runs in a fresh process with ``--threads`` torch threads (default 1).
@@ -45,6 +47,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -101,6 +104,7 @@ def training_statistics(train_set, species) -> dict:
 
 
 def build_model(name: str, stats: dict):
+    """The model ``name``; its self energies are fitted again by the Trainer."""
     if name == "pet":
         from torch_pet import PET
 
@@ -118,71 +122,27 @@ def build_model(name: str, stats: dict):
 
 
 # ----------------------------------------------------------------------------- training
-class Clock:
-    """Seconds since start on the wall clock and the process CPU clock."""
-
-    def __init__(self, device):
-        self.device = device
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-
-    def read(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
-
-
-def learning_rate_factor(fraction: float, warmup: float = 0.2) -> float:
-    """Linear warm-up over the first ``warmup`` of the budget, then cosine decay to 0."""
-    if fraction < warmup:
-        return (fraction + 1e-3) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (fraction - warmup) / (1.0 - warmup))))
-
-
-def train_for_budget(model, train_set, stats, *, budget_s, clock_kind, lr, batch_size, seed,
-                     device, warmup=0.2, energy_weight=0.1, forces_weight=1.0,
+def train_for_budget(model, train_set, *, budget_s, clock_kind, lr, batch_size, seed, device,
+                     warmup=0.2, energy_weight=0.1, forces_weight=1.0,
                      grad_clip=10.0) -> dict:
-    """Train until ``budget_s`` seconds of ``clock_kind`` are spent; returns counters."""
-    from torch_pet.nn.derivatives import energy_and_forces
-    from torch_pet.training.augment import augment_batch
+    """Train with the package's Trainer until ``budget_s`` seconds of ``clock_kind`` are
+    spent (or 10^6 epochs); returns counters."""
+    from torch_pet.training import Trainer, TrainingConfig
 
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    sigma_e, sigma_f = stats["sigma_energy"], stats["sigma_forces"]
-    clock = Clock(device)
-    steps = seen = epoch = 0
-    losses = []
-    done = False
-    while not done:
-        shuffle = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        rotations = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_000)
-        for batch in DataLoader(train_set, batch_size=batch_size, shuffle=True,
-                                generator=shuffle):
-            wall, cpu = clock.read()
-            spent = wall if clock_kind == "wall" else cpu
-            if spent >= budget_s:
-                done = True
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = lr * learning_rate_factor(spent / budget_s, warmup)
-            batch = augment_batch(batch, rotations).to(device)
-            out = energy_and_forces(model, batch, create_graph=True)
-            loss = (energy_weight * (out["energy"] - batch.energy).pow(2).mean() / sigma_e ** 2
-                    + forces_weight * (out["forces"] - batch.forces).pow(2).mean() / sigma_f ** 2)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {steps}; lower the lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            steps += 1
-            seen += batch.num_graphs
-        epoch += 1
-    wall, cpu = clock.read()
-    tail = losses[-max(1, len(losses) // 10):]
-    return dict(steps=steps, structures_seen=seen, epochs=seen / len(train_set),
-                train_wall_s=wall, train_cpu_s=cpu, final_loss=sum(tail) / len(tail),
-                first_loss=losses[0] if losses else None)
+    config = TrainingConfig(
+        epochs=10 ** 6, batch_size=batch_size, lr=lr, schedule="cosine",
+        warmup_fraction=warmup, grad_clip=grad_clip, energy_weight=energy_weight,
+        forces_weight=forces_weight, seed=seed, device=str(device), budget_s=budget_s,
+        budget_clock=clock_kind, checkpoints=False, progress=False, plot=False)
+    with tempfile.TemporaryDirectory() as out_dir:
+        trainer = Trainer(model, train_set, None, config, out_dir)
+        history = trainer.fit()
+    elapsed = trainer.stop.rules[-1].elapsed(trainer)  # FirstOf([MaxEpochs, TimeBudget])
+    return dict(steps=trainer.step, structures_seen=trainer.structures_seen,
+                epochs=trainer.structures_seen / len(train_set),
+                train_wall_s=elapsed["wall_s"], train_cpu_s=elapsed["cpu_s"],
+                final_loss=history[-1]["train_loss"] if history else None,
+                first_loss=history[0]["train_loss"] if history else None)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -228,7 +188,7 @@ def run_one(spec: dict) -> dict:
         result["parameters"] = sum(p.numel() for p in model.parameters())
         result["config"] = {"pet": PET_CONFIG, "schnet": SCHNET, "mace": MACE}[spec["model"]]
         result["neighbours_per_atom"] = stats["neighbours"]
-        result.update(train_for_budget(model, train_set, stats, budget_s=spec["budget_s"],
+        result.update(train_for_budget(model, train_set, budget_s=spec["budget_s"],
                                        clock_kind=spec["clock"], warmup=spec["warmup"],
                                        lr=spec["lr"],
                                        batch_size=spec["batch_size"], seed=spec["seed"],
