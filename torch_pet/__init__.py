@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "PET": "torch_pet.nn.pet",
+    "PETConfig": "torch_pet.nn.pet_config",
+    "FrameOptions": "torch_pet.ecse.options",
     "PETConv": "torch_pet.nn.pet_conv",
     "ECSESymmetrizer": "torch_pet.ecse.symmetrizer",
     "radius_graph": "torch_pet.ops.radius_graph",
