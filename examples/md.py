@@ -58,19 +58,25 @@ QUICK_AUX = dict(QUICK_MODEL, hidden_channels=16, ff_channels=32, head_channels=
 
 def train_quick_model(out: str, num_train: int, epochs: int, seed: int) -> str:
     """Train y0 and its auxiliary model on distorted CH4; returns the best checkpoint."""
-    from torch_pet.cli import train
+    from torch_pet.commands import TrainJob, train
+    from torch_pet.datasets import DataConfig
+    from torch_pet.nn.pet_config import PETConfig
+    from torch_pet.training.config import TrainingConfig
 
-    common = dict(dataset="methane", num_train=num_train, num_val=200, batch_size=16, lr=2e-3,
-                  warmup_epochs=0.5, decay_factor=0.5, seed=seed, progress=False)
+    data = DataConfig(dataset="methane", num_train=num_train, num_val=200)
+    common = dict(batch_size=16, lr=2e-3, warmup_epochs=0.5, decay_factor=0.5, seed=seed,
+                  progress=False)
     print(f"[md] training the distance-only auxiliary PET ({max(1, epochs // 3)} epochs)")
-    aux, _ = train(out=os.path.join(out, "aux"), epochs=max(1, epochs // 3),
-                   decay_every_epochs=epochs, model_options=QUICK_AUX, distance_only=True,
-                   **common)
+    aux, _ = train(TrainJob(
+        out=os.path.join(out, "aux"), data=data, model=PETConfig(**QUICK_AUX, distance_only=True),
+        training=TrainingConfig(epochs=max(1, epochs // 3), decay_every_epochs=float(epochs),
+                                **common)))
     print(f"[md] training PET on {num_train} structures for {epochs} epochs")
     start = time.perf_counter()
-    trainer, _ = train(out=os.path.join(out, "model"), epochs=epochs,
-                       decay_every_epochs=max(1, epochs // 3), model_options=QUICK_MODEL,
-                       aux_model=aux.model.eval(), **common)
+    trainer, _ = train(TrainJob(
+        out=os.path.join(out, "model"), data=data, model=PETConfig(**QUICK_MODEL),
+        training=TrainingConfig(epochs=epochs, decay_every_epochs=float(max(1, epochs // 3)),
+                                **common)), aux_model=aux.model.eval())
     best = trainer.history[trainer.best_epoch - 1]
     print(f"[md] trained in {time.perf_counter() - start:.0f} s: val force MAE "
           f"{1000 * best['val_forces_mae']:.0f} meV/A, energy MAE "

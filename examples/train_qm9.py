@@ -13,7 +13,9 @@ The same run from the command line: ``torch-pet train --dataset qm9 --target U0 
 """
 import argparse
 
-from torch_pet.cli import train
+from torch_pet.commands import TrainJob, train
+from torch_pet.datasets import DataConfig
+from torch_pet.training.config import TrainingConfig
 
 
 def main():
@@ -29,12 +31,16 @@ def main():
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
-    trainer, splits = train(dataset="qm9", data=args.root, target=args.target,
-                            out=args.out or f"runs/qm9_{args.target}", num_train=args.num_train,
-                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            warmup_epochs=1.0, decay_every_epochs=max(args.epochs // 4, 1),
-                            seed=args.seed, resume=args.resume)
-    test = trainer.validate(splits["test"])
+    job = TrainJob(
+        out=args.out or f"runs/qm9_{args.target}", resume=args.resume,
+        data=DataConfig(dataset="qm9", data=args.root, target=args.target,
+                        num_train=args.num_train),
+        training=TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                warmup_epochs=1.0,
+                                decay_every_epochs=float(max(args.epochs // 4, 1)),
+                                seed=args.seed))
+    trainer, splits = train(job)
+    test = trainer.validate(splits.test)
     print("test split:", {k: round(v, 6) for k, v in test.items()})
 
 
