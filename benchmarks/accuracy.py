@@ -72,7 +72,7 @@ MODELS = {
     "schnet": dict(lr=1e-3, batch_size=32),
     "mace": dict(lr=1e-2, batch_size=10),
 }
-# PET: the size of the project's main job (torch_pet.cli.MAIN_MODEL when this was written),
+# PET: the size of the project's main job (torch_pet.commands.MAIN_MODEL when this was written),
 # pinned here so that the benchmark does not change when the main job does.
 PET_CONFIG = dict(hidden_channels=64, num_heads=4, num_layers=2, num_blocks=2, ff_channels=128,
                   head_channels=64, cutoff_width=0.2)
