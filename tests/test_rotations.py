@@ -148,10 +148,10 @@ def test_import_checker_sees_every_import_form():
 
 
 def test_core_modules_import_nothing_above_them():
-    # outputs.py depends on torch only; rotations.py on outputs.py only
+    # outputs.py depends on torch only; rotations.py on outputs.py and inputs.py only
     assert {n for n in _imports_of(PACKAGE / "outputs.py") if n.startswith("torch_pet")} == set()
     assert {n.rsplit(".", 1)[0] for n in _imports_of(PACKAGE / "rotations.py")
-            if n.startswith("torch_pet.")} == {"torch_pet", "torch_pet.outputs"}
+            if n.startswith("torch_pet.")} == {"torch_pet", "torch_pet.outputs", "torch_pet.inputs"}
 
 
 def test_importing_production_code_does_not_load_testing():
@@ -160,3 +160,14 @@ def test_importing_production_code_does_not_load_testing():
             "loaded = [m for m in sys.modules if m.startswith('torch_pet.testing')]\n"
             "assert not loaded, loaded\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_rotate_structure_reads_a_batch_without_its_batch_vector():
+    """A Batch whose ``batch`` was dropped is rotated per structure from ``ptr``."""
+    g = torch.Generator().manual_seed(3)
+    batch = Batch.from_data_list([Data(pos=torch.randn(n, 3, generator=g, dtype=torch.float64))
+                                  for n in (3, 5)])
+    rotations = random_rotations(2, generator=g)
+    expected = rotate_structure(batch, rotations).pos
+    batch.batch = None
+    assert torch.equal(rotate_structure(batch, rotations).pos, expected)

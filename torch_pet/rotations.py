@@ -12,8 +12,9 @@ from types import MappingProxyType
 from typing import Mapping, Optional, Union
 
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 
+from torch_pet.inputs import read_structure_index
 from torch_pet.outputs import FORCES, STRESS, OutputKind, KindLike
 
 __all__ = ["GeneratorLike", "as_generator", "random_rotation", "random_rotations",
@@ -123,18 +124,12 @@ def rotate_structure(data: Data, rotation: torch.Tensor,
     kinds = {key: OutputKind.parse(kind, f"labels[{key!r}]")
              for key, kind in (DEFAULT_LABELS if labels is None else labels).items()}
     rotation = rotation.to(dtype=pos.dtype, device=pos.device)
-    batch = getattr(data, "batch", None)
-    if rotation.dim() == 3:
-        if batch is None:
-            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-            structures = 1
-        elif isinstance(data, Batch):
-            structures = data.num_graphs
-        else:
-            structures = int(batch.max()) + 1 if batch.numel() else 0
-        if rotation.shape[0] != structures:
-            raise ValueError(f"rotate_structure: rotation has {rotation.shape[0]} matrices for "
-                             f"{structures} structure(s); give one [3, 3] or one per structure")
+    index = read_structure_index(data, pos, owner="rotate_structure: ")
+    batch = index.batch
+    if rotation.dim() == 3 and rotation.shape[0] != index.num_structures:
+        raise ValueError(f"rotate_structure: rotation has {rotation.shape[0]} matrices for "
+                         f"{index.num_structures} structure(s); give one [3, 3] or one per "
+                         "structure")
     out = data.clone()
     out.pos = _ATOM_VECTOR.rotate(out.pos, rotation, batch)
     if getattr(out, "cell", None) is not None:  # rows are vectors of the structure
