@@ -20,7 +20,8 @@ __all__ = ["augment_batch"]
 
 def augment_batch(batch: Batch, generator: Optional[torch.Generator] = None, *,
                   labels: Optional[Mapping[str, KindLike]] = None,
-                  improper_probability: float = 0.5) -> Batch:
+                  improper_probability: float = 0.5, draws: Optional[int] = None,
+                  offset: int = 0) -> Batch:
     """A copy of ``batch`` with every structure rotated by its own random O(3) element.
 
     Args:
@@ -28,10 +29,18 @@ def augment_batch(batch: Batch, generator: Optional[torch.Generator] = None, *,
         labels: ``{key: kind}`` of the labels to rotate besides positions and cells (default
             :data:`~torch_pet.rotations.DEFAULT_LABELS`, forces and stress); these are
             added to the defaults, e.g. ``{"dipole": OutputKind.VECTOR}``.
+        draws, offset: draw ``draws`` rotations (default B) and use rows ``offset`` to
+            ``offset + B``: a rank's part of the rotations of a global batch, the same
+            whatever the number of processes.
 
     Shapes:
         batch with B structures -> the same shapes
     """
-    rotations = random_rotations(batch.num_graphs, generator=generator,
-                                 improper_probability=improper_probability)
+    num = batch.num_graphs
+    draws = num if draws is None else draws
+    if not 0 <= offset <= draws - num:
+        raise ValueError(f"augment_batch: offset={offset} and the batch's {num} structures "
+                         f"must fit in draws={draws}")
+    rotations = random_rotations(draws, generator=generator,
+                                 improper_probability=improper_probability)[offset:offset + num]
     return rotate_structure(batch, rotations, {**DEFAULT_LABELS, **(labels or {})})

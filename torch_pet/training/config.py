@@ -28,7 +28,14 @@ class TrainingConfig(Config):
     """
 
     epochs: int = option(100, "maximum number of epochs", check=POSITIVE_INT)
-    batch_size: int = option(32, "structures per batch", check=POSITIVE_INT)
+    batch_size: int = option(32, "structures per batch and process (the global batch of N "
+                             "processes is N x batch_size); with max_atoms_per_batch, at most",
+                             check=POSITIVE_INT)
+    max_atoms_per_batch: Optional[int] = option(
+        None, "pack batches (per process) up to this many atoms instead of by structure "
+        "count (null: batches of batch_size structures)", check=POSITIVE_INT, metavar="N")
+    num_workers: int = option(0, "data-loader worker processes per training process (0: load "
+                              "in the training process)", check=NON_NEGATIVE_INT)
     lr: float = option(1e-4, "peak learning rate (Adam)", check=POSITIVE)
     schedule: str = option("step", "learning-rate schedule after the warm-up: step (decay by "
                            "decay_factor every decay_every_epochs) or cosine (to 0 at the end of "

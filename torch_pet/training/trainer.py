@@ -26,10 +26,23 @@ When to stop is a pluggable rule (``stop=``, :mod:`torch_pet.training.stop`): by
 (benchmarks train to equal budgets). Without a validation set (``val_set=None``) nothing is
 validated, sigma stays at its initial value and only ``last.pt`` is written.
 
-Determinism and resume: the shuffling and the rotations of epoch k come from generators
-seeded with (seed, k), so a CPU run is reproduced exactly by the same seed, and a run
-resumed from ``last.pt`` (written after every epoch) continues exactly as if it had not
-been interrupted; only the unfinished epoch is repeated.
+Determinism and resume: the shuffling of epoch k comes from a generator seeded with (seed,
+k) and the rotations of its step j from one seeded with (seed, k, j), so a CPU run is
+reproduced exactly by the same seed, and a run resumed from ``last.pt`` (written after every
+epoch) continues exactly as if it had not been interrupted; only the unfinished epoch is
+repeated.
+
+Several processes (``torchrun``/``srun``, :mod:`torch_pet.training.distributed`): with a
+process group initialised, every process trains on its part of each global batch
+(:mod:`torch_pet.training.sampling`: ``batch_size`` or ``max_atoms_per_batch`` per
+process) through :class:`~torch.nn.parallel.DistributedDataParallel`. The loss of a rank is
+its share of the loss of the global batch (sums of squared errors over the global counts),
+and each rank takes the rows of the global batch's rotations that belong to its structures,
+so N processes with ``batch_size`` b follow one process with ``batch_size`` N*b to
+round-off. Self energies are fitted on rank 0 and broadcast; the initial sigma, the
+training and validation metrics are sums over shards, all-reduced, so every rank holds
+the same values; stop decisions are taken together; checkpoints, logs, plots and
+progress bars come from rank 0 only.
 """
 import json
 import math
@@ -39,39 +52,25 @@ from dataclasses import fields
 from typing import List, Optional
 
 import torch
-from torch_geometric.loader import DataLoader
+from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from torch_pet.checkpoint import load_checkpoint, save_checkpoint
-from torch_pet.outputs import ENERGY, FORCES, OutputKind
 from torch_pet.config import resolve_device
 from torch_pet.plots import plot_learning_curve
+from torch_pet.training import distributed as ddp
 from torch_pet.training.augment import augment_batch
 from torch_pet.training.config import TrainingConfig, learning_rate_factor
+from torch_pet.training.sampling import Batching, seeded_generator
 from torch_pet.training.self_energies import fit_self_energies, species_counts
 from torch_pet.training.stop import StopRule, stop_rule
+from torch_pet.training.targets import loss_weight, summary_line, trained_outputs
 
 __all__ = ["Trainer", "TrainingConfig", "plot_learning_curve"]
 
 # TrainingConfig fields that may differ when a run is resumed.
 _RESUMABLE_CHANGES = ("epochs", "progress", "plot", "device", "budget_s", "budget_clock",
-                      "checkpoints")
-
-
-def _trained_outputs(cfg: "TrainingConfig") -> dict:
-    """``{name: (data key, OutputKind)}`` of what the loss compares: the energy (and the
-    forces), or the per-structure target (a vector if ``target_is_vector``)."""
-    if cfg.target_key is not None:
-        kind = OutputKind.VECTOR if cfg.target_is_vector else OutputKind.SCALAR
-        return {"target": (cfg.target_key, kind)}
-    outputs = {"energy": (cfg.energy_key, ENERGY)}
-    if cfg.forces_key is not None:
-        outputs["forces"] = (cfg.forces_key, FORCES)
-    return outputs
-
-
-def _seeded(seed: int, epoch: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 4 + stream)
+                      "checkpoints", "num_workers")
 
 
 class Trainer:
@@ -89,12 +88,14 @@ class Trainer:
         metadata: extra information stored in checkpoints.
         device: overrides ``config.device``.
         stop: a :class:`~torch_pet.training.stop.StopRule` (default: from the config).
+        world: the :class:`~torch_pet.training.distributed.World` of this process (default:
+            that of the initialised process group, or one process).
     """
 
     def __init__(self, model, train_set, val_set=None, config: Optional[TrainingConfig] = None,
                  out_dir: str = "runs/train", *, resume: bool = False, aux_model=None,
                  metadata: Optional[dict] = None, device=None,
-                 stop: Optional[StopRule] = None):
+                 stop: Optional[StopRule] = None, world: Optional[ddp.World] = None):
         if config is not None and not isinstance(config, TrainingConfig):
             raise TypeError(f"Trainer: config must be a TrainingConfig, got "
                             f"{type(config).__name__}")
@@ -103,10 +104,15 @@ class Trainer:
         if len(train_set) == 0 or (val_set is not None and len(val_set) == 0):
             raise ValueError("Trainer: the training and the validation set must both be "
                              "non-empty (val_set=None: no validation)")
-        self.outputs = _trained_outputs(cfg)  # {name: (data key, OutputKind)}
+        self.world = ddp.current_world() if world is None else world
+        if self.world.distributed and ddp.current_world().world_size != self.world.world_size:
+            raise ValueError(f"Trainer: world has {self.world.world_size} processes but no "
+                             "matching process group is initialised; train inside "
+                             "torch_pet.training.distributed.process_group(world, device)")
+        self.outputs = trained_outputs(cfg)  # {name: (data key, OutputKind)}
         self.device = resolve_device(cfg.device if device is None else device)
         self.stop = stop_rule(cfg) if stop is None else stop
-        self.model = model.to(self.device)
+        self.model = self.net = model.to(self.device)  # net: DDP-wrapped under several ranks
         self.dtype = next(model.parameters()).dtype
         self.train_set, self.val_set = train_set, val_set
         self.out_dir = out_dir
@@ -114,12 +120,16 @@ class Trainer:
         self.metadata = metadata or {}
         os.makedirs(out_dir, exist_ok=True)
 
+        self.batching = Batching(cfg.batch_size, cfg.max_atoms_per_batch, rank=self.world.rank,
+                                 world_size=self.world.world_size, seed=cfg.seed,
+                                 num_workers=cfg.num_workers)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+        self.steps_per_epoch = len(self.batching.epoch(train_set, 0))
         self.epoch = self.step = self.structures_seen = 0
 
         def schedule(step):
-            return learning_rate_factor(cfg, step, self.steps_per_epoch, self.stop.fraction(self))
+            fraction = self._fraction() if cfg.schedule == "cosine" else 0.0
+            return learning_rate_factor(cfg, step, self.steps_per_epoch, fraction)
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.history: List[dict] = []
@@ -131,11 +141,16 @@ class Trainer:
             self._restore(last)
         else:
             if cfg.target_key is None and cfg.fit_self_energies:
-                fitted = fit_self_energies(train_set, model.species, cfg.energy_key)
-                with torch.no_grad():
-                    model.self_energies.copy_(fitted.to(model.self_energies))
+                if self.world.is_main:
+                    fitted = fit_self_energies(train_set, model.species, cfg.energy_key)
+                    with torch.no_grad():
+                        model.self_energies.copy_(fitted.to(model.self_energies))
+                if self.world.distributed:
+                    ddp.broadcast_(model.self_energies, self.device)
             self.sigma0 = self._target_rms()
             self.sigma = dict(self.sigma0)
+        if self.world.distributed:
+            self.net = ddp.wrap_model(self.model, self.device, bool(self._unused_parameters()))
 
     # ----------------------------------------------------------------- data helpers
     def _to_device(self, batch):
@@ -145,21 +160,36 @@ class Trainer:
                 batch[key] = value.to(self.dtype)
         return batch
 
-    def _loader(self, dataset, shuffle: bool, epoch: int = 0):
-        generator = _seeded(self.config.seed, epoch, 0) if shuffle else None
-        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle,
-                          generator=generator)
+    def _sum(self, values: List[float]) -> List[float]:
+        return ddp.all_reduce_sum(values, self.device) if self.world.distributed else values
+
+    def _agreed(self, flag: bool) -> bool:
+        return ddp.agree(flag, self.device) if self.world.distributed else flag
+
+    def _fraction(self) -> float:
+        """The stop rule's fraction of the run done, rank 0's on every rank."""
+        fraction = self.stop.fraction(self)
+        if self.world.distributed:
+            fraction = self._sum([fraction if self.world.is_main else 0.0])[0]
+        return fraction
+
+    def _done(self) -> bool:
+        return self._agreed(self.stop.done(self))
 
     @torch.no_grad()
     def _target_rms(self) -> dict:
         """RMS of the residual targets on the training set: the initial sigma."""
-        sums, counts = {}, {}
-        for batch in self._loader(self.train_set, shuffle=False):
+        names = list(self.outputs)
+        sums = [0.0] * (2 * len(names))
+        for batch in self.batching.shard_loader(self.train_set):
             batch = self._to_device(batch)
-            for name, residual in self._residual_targets(batch).items():
-                sums[name] = sums.get(name, 0.0) + float(residual.double().pow(2).sum())
-                counts[name] = counts.get(name, 0) + residual.numel()
-        return {name: max(math.sqrt(sums[name] / counts[name]), 1e-12) for name in sums}
+            residuals = self._residual_targets(batch)
+            for i, name in enumerate(names):
+                sums[2 * i] += float(residuals[name].double().pow(2).sum())
+                sums[2 * i + 1] += residuals[name].numel()
+        sums = self._sum(sums)
+        return {name: max(math.sqrt(sums[2 * i] / sums[2 * i + 1]), 1e-12)
+                for i, name in enumerate(names)}
 
     def _self_energy_sum(self, batch) -> torch.Tensor:
         counts = species_counts(batch.z.cpu(), batch.batch.cpu(), batch.num_graphs,
@@ -177,99 +207,123 @@ class Trainer:
         return out
 
     # ----------------------------------------------------------------- prediction
-    def _predict(self, batch, training: bool) -> dict:
+    def _predict(self, model, batch, training: bool) -> dict:
         cfg = self.config
         if cfg.target_key is not None:
-            return {"target": self.model(batch).reshape(batch.num_graphs, -1)}
+            return {"target": model(batch).reshape(batch.num_graphs, -1)}
         if cfg.forces_key is None:
-            return {"energy": self.model(batch).reshape(batch.num_graphs)}
+            return {"energy": model(batch).reshape(batch.num_graphs)}
         from torch_pet.nn.derivatives import energy_and_forces
 
         with torch.enable_grad():
-            out = energy_and_forces(self.model, batch, create_graph=training)
+            out = energy_and_forces(model, batch, create_graph=training)
         return {"energy": out["energy"].reshape(batch.num_graphs), "forces": out["forces"]}
 
     def _errors(self, batch, pred) -> dict:
         return {name: kind.error(pred[name], batch[key])
                 for name, (key, kind) in self.outputs.items()}
 
-    def _loss(self, errors: dict, sigma: dict) -> torch.Tensor:
-        cfg = self.config
-        weights = {"energy": cfg.energy_weight, "forces": cfg.forces_weight, "target": 1.0}
-        return sum(weights[name] * err.pow(2).mean() / sigma[name] ** 2
-                   for name, err in errors.items())
+    def _loss(self, errors: dict, sigma: dict, counts: dict) -> torch.Tensor:
+        """Sum over outputs of w * (sum of squared errors) / count / sigma^2: with the
+        global ``counts`` of a step, this rank's share of the global batch's loss."""
+        return sum(loss_weight(self.config, name) * err.pow(2).sum() / counts[name]
+                   / sigma[name] ** 2 for name, err in errors.items())
+
+    def _unused_parameters(self) -> List[str]:
+        """Parameters that take no part in the loss of one training structure (DDP needs
+        ``find_unused_parameters`` for them)."""
+        batch = self._to_device(Batch.from_data_list([self.train_set[0]]))
+        errors = self._errors(batch, self._predict(self.model, batch, training=True))
+        loss = self._loss(errors, self.sigma, {k: e.numel() for k, e in errors.items()})
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        return [n for (n, _), g in zip(named, grads) if g is None]
 
     # ----------------------------------------------------------------- loops
     def train_epoch(self) -> dict:
-        cfg = self.config
+        cfg, world = self.config, self.world
         self.model.train()
-        rotations = _seeded(cfg.seed, self.epoch, 1)
-        total, seen, sq, n = 0.0, 0, {}, {}
-        bar = tqdm(self._loader(self.train_set, shuffle=True, epoch=self.epoch),
+        steps = self.batching.epoch(self.train_set, self.epoch)
+        names = list(self.outputs)
+        total, seen, sq = 0.0, 0, [0.0] * (2 * len(names))  # sq: sum of squares, count
+        bar = tqdm(self.batching.loader(self.train_set, steps),
                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not cfg.progress, total=self.steps_per_epoch)
-        for batch in bar:
-            if self.stop.stop_step(self):
-                break
+                   disable=not (cfg.progress and world.is_main), total=len(steps))
+        for k, batch in enumerate(bar):
+            real = bool(steps[k][world.rank])  # False: a weight-0 stand-in
             batch = self._to_device(batch)
-            if cfg.augment:
-                batch = augment_batch(batch, rotations, labels=dict(self.outputs.values()))
-            errors = self._errors(batch, self._predict(batch, training=True))
-            loss = self._loss(errors, self.sigma)
-            if not torch.isfinite(loss):
+            local = [float(real) * batch[key].numel() for key, _ in self.outputs.values()]
+            stop, *counts = self._sum([float(self.stop.stop_step(self))] + local)
+            if stop:
+                break
+            global_structures = sum(len(b) for b in steps[k])
+            if cfg.augment and real:
+                offset = sum(len(b) for b in steps[k][:world.rank])
+                batch = augment_batch(batch, seeded_generator(cfg.seed, self.epoch, k, 1),
+                                      labels=dict(self.outputs.values()),
+                                      draws=global_structures, offset=offset)
+            errors = self._errors(batch, self._predict(self.net, batch, training=True))
+            loss = self._loss(errors, self.sigma, dict(zip(names, counts)))
+            if not real:
+                loss = loss * 0.0
+            global_loss = self._sum([float(loss.detach())])[0]
+            if not math.isfinite(global_loss):
                 raise FloatingPointError(
                     f"non-finite training loss at epoch {self.epoch + 1}; lower the learning "
                     "rate or check the data for outliers")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * world.world_size).backward()  # DDP averages the gradients over ranks
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.step += 1
-            self.structures_seen += batch.num_graphs
+            self.structures_seen += global_structures
             self.scheduler.step()
-            total += float(loss.detach()) * batch.num_graphs
-            seen += batch.num_graphs
-            for name, err in errors.items():
-                sq[name] = sq.get(name, 0.0) + float(err.detach().double().pow(2).sum())
-                n[name] = n.get(name, 0) + err.numel()
-            bar.set_postfix({"loss": f"{float(loss.detach()):.3g}",
-                             **{f"{k}_rmse": f"{math.sqrt(sq[k] / n[k]):.3g}" for k in sq}},
-                            refresh=False)
+            total += global_loss * global_structures
+            seen += global_structures
+            for i, err in enumerate(errors.values()):
+                if real:
+                    sq[2 * i] += float(err.detach().double().pow(2).sum())
+                    sq[2 * i + 1] += err.numel()
+            bar.set_postfix({"loss": f"{global_loss:.3g}", **{
+                f"{name}_rmse": f"{math.sqrt(sq[2 * i] / max(sq[2 * i + 1], 1)):.3g}"
+                for i, name in enumerate(names)}}, refresh=False)
         bar.close()
         if seen == 0:  # stopped before this epoch's first step
             return None
+        sq = self._sum(sq)
         out = {"train_loss": total / seen, "train_structures": seen}
-        out.update({f"train_{k}_rmse": math.sqrt(sq[k] / n[k]) for k in sq})
+        out.update({f"train_{name}_rmse": math.sqrt(sq[2 * i] / sq[2 * i + 1])
+                    for i, name in enumerate(names)})
         return out
 
     def validate(self, dataset=None) -> dict:
-        """MAE/RMSE on ``dataset`` (default: the validation set); energies also per atom."""
+        """MAE/RMSE on ``dataset`` (default: the validation set); energies also per atom.
+        Under several processes each evaluates its shard; the sums are all-reduced."""
         self.model.eval()
-        sums = {}
-
-        def add(name, value):
-            sums[name] = sums.get(name, 0.0) + value
-
-        for batch in self._loader(dataset if dataset is not None else self.val_set, False):
+        keys = [f"{name}_{s}" for name in self.outputs for s in ("abs", "sq", "n")]
+        if "energy" in self.outputs:
+            keys += ["energy_atom_abs", "energy_atom_sq"]
+        sums = dict.fromkeys(keys, 0.0)
+        for batch in self.batching.shard_loader(dataset if dataset is not None else self.val_set):
             batch = self._to_device(batch)
             errors = {k: v.detach().double() for k, v in
-                      self._errors(batch, self._predict(batch, training=False)).items()}
+                      self._errors(batch, self._predict(self.model, batch, False)).items()}
             for name, err in errors.items():
-                add(f"{name}_abs", float(err.abs().sum()))
-                add(f"{name}_sq", float(err.pow(2).sum()))
-                add(f"{name}_n", err.numel())
+                sums[f"{name}_abs"] += float(err.abs().sum())
+                sums[f"{name}_sq"] += float(err.pow(2).sum())
+                sums[f"{name}_n"] += err.numel()
             if "energy" in errors:
                 atoms = torch.bincount(batch.batch, minlength=batch.num_graphs).double()
-                add("energy_atom_abs", float((errors["energy"] / atoms).abs().sum()))
-                add("energy_atom_sq", float((errors["energy"] / atoms).pow(2).sum()))
+                sums["energy_atom_abs"] += float((errors["energy"] / atoms).abs().sum())
+                sums["energy_atom_sq"] += float((errors["energy"] / atoms).pow(2).sum())
+        sums = dict(zip(keys, self._sum([sums[k] for k in keys])))
         out = {}
         for name in self.outputs:
-            if f"{name}_n" in sums:
-                count = sums[f"{name}_n"]
-                out[f"{name}_mae"] = sums[f"{name}_abs"] / count
-                out[f"{name}_rmse"] = math.sqrt(sums[f"{name}_sq"] / count)
-        if "energy_n" in sums:
+            count = sums[f"{name}_n"]
+            out[f"{name}_mae"] = sums[f"{name}_abs"] / count
+            out[f"{name}_rmse"] = math.sqrt(sums[f"{name}_sq"] / count)
+        if "energy" in self.outputs:
             out["energy_mae_per_atom"] = sums["energy_atom_abs"] / sums["energy_n"]
             out["energy_rmse_per_atom"] = math.sqrt(sums["energy_atom_sq"] / sums["energy_n"])
         return out
@@ -277,9 +331,9 @@ class Trainer:
     def fit(self) -> List[dict]:
         """Train until the stop rule says so; returns the metrics history (one record per
         epoch; the last one may cover a partial epoch when a time budget ran out)."""
-        cfg = self.config
+        cfg, main = self.config, self.world.is_main
         self.stop.start(self)
-        while not self.stop.done(self):
+        while not self._done():
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train = self.train_epoch()
@@ -290,8 +344,7 @@ class Trainer:
             if self.val_set is not None:
                 val = self.validate()
                 record.update({f"val_{k}": v for k, v in val.items()})
-                score = sum({"energy": cfg.energy_weight, "forces": cfg.forces_weight,
-                             "target": 1.0}[name] * val[f"{name}_rmse"] ** 2
+                score = sum(loss_weight(cfg, name) * val[f"{name}_rmse"] ** 2
                             / self.sigma0[name] ** 2 for name in self.sigma0)
                 record["val_score"] = score
                 for name in self.sigma:
@@ -305,16 +358,18 @@ class Trainer:
             self.history.append(record)
             if improved:
                 self.best_score, self.best_epoch = record["val_score"], self.epoch
-            if cfg.checkpoints:
+            if cfg.checkpoints and main:
                 self._save(os.path.join(self.out_dir, "last.pt"))
                 if improved:
                     self._save(os.path.join(self.out_dir, "best.pt"))
-            final = self.stop.done(self)
+            final = self._done()
             self._write_log(plot=self.epoch % 10 == 0 or final)
-            if cfg.progress:
-                tqdm.write(_summary(record))
-        if self.history and self.history[-1]["epoch"] % 10 and not self.stop.done(self):
+            if cfg.progress and main:
+                tqdm.write(summary_line(record))
+        if self.history and self.history[-1]["epoch"] % 10 and not self._done():
             self._write_log()  # a budget ended the run inside an epoch: draw the final curve
+        if self.world.distributed:
+            torch.distributed.barrier()  # rank 0's files are written when fit returns
         return self.history
 
     # ----------------------------------------------------------------- state
@@ -358,7 +413,10 @@ class Trainer:
         self._write_log()
 
     def _write_log(self, plot: bool = True) -> None:
-        """Rewrite metrics.jsonl; redraw the learning curve (every 10 epochs and at the end)."""
+        """Rewrite metrics.jsonl; redraw the learning curve (every 10 epochs and at the end);
+        rank 0 only."""
+        if not self.world.is_main:
+            return
         with open(os.path.join(self.out_dir, "metrics.jsonl"), "w") as f:
             for record in self.history:
                 f.write(json.dumps(record) + "\n")
@@ -368,17 +426,3 @@ class Trainer:
 
 def _comparable(value):
     return list(value) if isinstance(value, tuple) else value
-
-
-def _summary(record: dict) -> str:
-    parts = [f"epoch {record['epoch']:4d}", f"lr {record['lr']:.2e}",
-             f"loss {record['train_loss']:.4g}"]
-    if "val_energy_mae_per_atom" in record:
-        parts.append(f"val E MAE {1000 * record['val_energy_mae_per_atom']:.2f} meV/atom")
-    if "val_forces_mae" in record:
-        parts.append(f"val F MAE {1000 * record['val_forces_mae']:.1f} meV/A")
-    if "val_target_mae" in record:
-        parts.append(f"val MAE {record['val_target_mae']:.4g}")
-    parts.append(f"{record['time_s']:.1f} s")
-    return " | ".join(parts)
-
