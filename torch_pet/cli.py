@@ -8,6 +8,8 @@
   key of the file that is no option is an error.
 * ``torch-pet evaluate --checkpoint run/best.pt --dataset methane`` evaluates y0 and the
   ECSE-symmetrized yS on a test split and prints the results table.
+* ``torch-pet preprocess data.xyz out/`` converts an extended-XYZ file into an on-disk
+  dataset, read lazily by ``torch-pet train --dataset ondisk --data out/``.
 * ``torch-pet main`` trains PET and its distance-only auxiliary model on the bundled
   distorted-methane set, evaluates y0 and yS and writes the table and plots to ``--out``.
 
@@ -31,7 +33,11 @@ COMMANDS = {
                  "evaluate y0 and the ECSE-symmetrized yS of a checkpoint"),
     "main": (commands.MainJob, commands.main_job,
              "the main job: methane, y0 vs yS table and plots"),
+    "preprocess": (commands.PreprocessJob, commands.preprocess,
+                   "convert an extended-XYZ file into an on-disk dataset (read lazily)"),
 }
+# Options that may also be given as positional arguments, in this order.
+POSITIONALS = {"preprocess": ("data", "out")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read the options from this YAML run file (laid out like the "
                             "config.yaml a run writes); options given here override it")
         add_config_options(p, cls, flags={})
+        for name in POSITIONALS.get(name, ()):
+            p.add_argument(f"{name}_positional", nargs="?", default=argparse.SUPPRESS,
+                           metavar=name.upper(), help=f"same as --{name}")
     return parser
 
 
@@ -167,6 +176,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     run_file = args.pop("config", None)
+    for name in POSITIONALS.get(command, ()):
+        if f"{name}_positional" in args:
+            value = args.pop(f"{name}_positional")
+            if name in args and args[name] != value:
+                print(f"torch-pet {command}: error: {name.upper()} given twice ({value} and "
+                      f"--{name} {args[name]})", file=sys.stderr)
+                return 2
+            args[name] = value
     cls, run, _ = COMMANDS[command]
     try:
         job = resolve_job(cls, args, run_file)

@@ -4,6 +4,8 @@
   the checkpoints, ``metrics.jsonl``, ``learning_curve.png`` and the resolved ``config.yaml``.
 * :class:`EvaluateJob` / :func:`evaluate`: y0 and the ECSE-symmetrized yS of a checkpoint on a
   test split; prints the results table.
+* :class:`PreprocessJob` / :func:`preprocess`: an extended-XYZ file into an on-disk dataset
+  (:mod:`torch_pet.datasets.ondisk`), read lazily by ``--dataset ondisk``.
 * :class:`MainJob` / :func:`main_job`: the README's main job (PET and its distance-only
   auxiliary model on the bundled methane set, y0 vs yS table and plots).
 
@@ -26,8 +28,10 @@ from torch_pet.config import (DEVICE, NON_NEGATIVE_INT, POSITIVE_INT, Config, Op
 from torch_pet.datasets.registry import DataConfig, Splits, load_splits
 from torch_pet.nn.pet_config import PETConfig
 from torch_pet.training.config import TrainingConfig
+from torch_pet.training.distributed import LAUNCHERS
 
-__all__ = ["TrainJob", "EvaluateJob", "MainJob", "train", "evaluate", "main_job",
+__all__ = ["TrainJob", "EvaluateJob", "MainJob", "PreprocessJob", "train", "evaluate",
+           "main_job", "preprocess",
            "write_config", "MAIN_MODEL", "MAIN_AUX_MODEL", "MAIN_TRAINING"]
 
 # PET size and training schedule of the main job: chosen so that the whole command
@@ -51,6 +55,10 @@ class TrainJob(Config):
     out: str = option("runs/train", "run directory: checkpoints, metrics.jsonl, "
                       "learning_curve.png and the resolved config.yaml")
     resume: bool = option(False, "continue from OUT/last.pt")
+    launcher: str = option("auto", "how the processes were started: auto (torchrun's variables "
+                           "RANK/WORLD_SIZE if set, else SLURM's under srun with several tasks, "
+                           "else one process), torchrun, slurm or none (one process)",
+                           choices=LAUNCHERS)
     data: DataConfig = section(DataConfig, "the dataset and its split")
     model: PETConfig = section(PETConfig, "PET's hyperparameters (species and out_channels "
                                "come from the data unless given)")
@@ -83,6 +91,24 @@ class EvaluateJob(Config):
                               "torch-pet train (e.g. runs/train/best.pt)")
         if not self.ecse_prune_steps:
             raise OptionError("ecse_prune_steps", "must hold at least one value")
+
+
+@dataclass
+class PreprocessJob(Config):
+    """``torch-pet preprocess data.xyz out/``: an extended-XYZ file into an on-disk dataset."""
+
+    data: Optional[str] = option(None, "the extended-XYZ file to convert (required)")
+    out: Optional[str] = option(None, "folder of the on-disk dataset (required; train on it "
+                                "with --dataset ondisk --data OUT)")
+    energy_key: str = option("energy", "name of the energy in the file")
+    forces_key: str = option("forces", "name of the forces in the file")
+    stress_key: str = option("stress", "name of the stress in the file")
+    overwrite: bool = option(False, "replace a dataset already in OUT")
+
+    def check(self) -> None:
+        for name in ("data", "out"):
+            if getattr(self, name) is None:
+                raise OptionError(name, "is required: torch-pet preprocess DATA.xyz OUT/")
 
 
 @dataclass
@@ -148,12 +174,22 @@ def symmetrize(model, aux_model=None, prune_steps: int = 4):
 
 # ----------------------------------------------------------------------------- jobs
 def train(job: TrainJob, *, aux_model=None):
-    """Train PET as ``job`` says; returns ``(trainer, splits)``."""
+    """Train PET as ``job`` says; returns ``(trainer, splits)``. Started by torchrun or
+    srun (``job.launcher``), every process trains its part of each global batch
+    (:mod:`torch_pet.training.distributed`)."""
+    from torch_pet.training.distributed import device_for, process_group, world_from_env
+
+    check_out_dir(job.out)
+    world = world_from_env(job.launcher)
+    device = device_for(world, job.training.device)
+    with process_group(world, device):
+        return _train(job, world, device, aux_model)
+
+
+def _train(job: TrainJob, world, device, aux_model):
     from torch_pet.nn.pet import PET
     from torch_pet.training.trainer import Trainer
 
-    check_out_dir(job.out)
-    device = resolve_device(job.training.device)
     splits: Splits = load_splits(job.data)
     torch.manual_seed(job.training.seed)
     model_config = job.model.replace(out_channels=splits.out_channels)
@@ -163,11 +199,12 @@ def train(job: TrainJob, *, aux_model=None):
     training = job.training.replace(energy_key=splits.energy_key, forces_key=splits.forces_key,
                                     target_key=splits.target_key)
     resolved = job.replace(model=model_config, training=training)
-    write_config(resolved, os.path.join(job.out, "config.yaml"))
+    if world.is_main:
+        write_config(resolved, os.path.join(job.out, "config.yaml"))
     metadata = {"dataset": job.data.dataset, "data": job.data.data, "target": job.data.target,
                 "data_config": job.data.to_dict()}
     trainer = Trainer(model, splits.train, splits.val, training, job.out, resume=job.resume,
-                      aux_model=aux_model, metadata=metadata, device=device)
+                      aux_model=aux_model, metadata=metadata, device=device, world=world)
     trainer.fit()
     return trainer, splits
 
@@ -206,6 +243,29 @@ def evaluate(job: EvaluateJob) -> List[dict]:
         with open(os.path.join(job.out, "results.json"), "w") as f:
             json.dump([summary(r) for r in results], f, indent=2)
     return results
+
+
+def preprocess(job: PreprocessJob) -> dict:
+    """Convert ``job.data`` (extended XYZ) into the on-disk dataset ``job.out``; prints a
+    summary and returns its index."""
+    from torch_pet.datasets.ondisk import OutDirError, preprocess_extxyz
+    from torch_pet.datasets.registry import _readable
+
+    path = _readable(job.data, "extended-XYZ file")
+    check_out_dir(job.out)
+    start = time.perf_counter()
+    try:
+        index = preprocess_extxyz(path, job.out, overwrite=job.overwrite,
+                                  energy_key=job.energy_key, forces_key=job.forces_key,
+                                  stress_key=job.stress_key)
+    except OutDirError as err:
+        raise OptionError("out", str(err)) from None
+    except ValueError as err:
+        raise OptionError("data", f"is not a usable extended-XYZ file: {err}") from None
+    print(f"[preprocess] {index['num_structures']} structures, {index['num_atoms']} atoms, "
+          f"fields {', '.join(index['fields'])} -> {job.out} "
+          f"({time.perf_counter() - start:.1f} s); train with --dataset ondisk --data {job.out}")
+    return index
 
 
 def main_job(job: MainJob) -> List[dict]:

@@ -1,8 +1,9 @@
 """A registry of training datasets with one split API: ``load_splits(DataConfig) -> Splits``.
 
 Built in: ``methane`` (the bundled distorted-CH4 set, fixed split), ``qm9`` (PyG's QM9 under
-``data``, the standard random split) and ``extxyz`` (an extended-XYZ file, split at random:
-10% validation, 10% test unless ``num_val``/``num_test`` say otherwise). Add others with
+``data``, the standard random split), ``extxyz`` (an extended-XYZ file, split at random:
+10% validation, 10% test unless ``num_val``/``num_test`` say otherwise) and ``ondisk`` (a
+folder written by ``torch-pet preprocess``, read lazily, split as its extxyz file). Add others with
 :func:`register_dataset`. ``num_train``/``num_val``/``num_test`` keep the first structures of
 each split; asking for more than a split holds raises (nothing is silently truncated).
 """
@@ -29,7 +30,8 @@ class DataConfig(Config):
     """Which dataset, and how much of each split, a run uses."""
 
     dataset: str = option("methane", "registered dataset", choices=dataset_names)
-    data: Optional[str] = option(None, "QM9 root folder, or the extended-XYZ file")
+    data: Optional[str] = option(None, "QM9 root folder, the extended-XYZ file, or the "
+                                 "on-disk dataset folder (torch-pet preprocess)")
     target: str = option("U0", "QM9 target (U0, mu, gap, ...; see torch_pet.datasets.qm9)")
     num_train: Optional[int] = option(None, "keep the first N training structures (default: "
                                       "all)", check=POSITIVE_INT, metavar="N")
@@ -172,6 +174,25 @@ def _extxyz(config: DataConfig) -> Splits:
     except Exception as err:  # ASE's parsers raise many kinds of errors on a bad file
         raise OptionError("data", f"{path} cannot be read as extended XYZ ({type(err).__name__}: "
                           f"{err})") from None
+    return _random_split(full, config, path, sorted(set(full.z.tolist())))
+
+
+@register_dataset("ondisk")
+def _ondisk(config: DataConfig) -> Splits:
+    from torch_pet.datasets.ondisk import OnDiskStructures
+
+    path = _readable(config.data, "on-disk dataset folder (torch-pet preprocess)",
+                     directory=True)
+    try:
+        full = OnDiskStructures(path, dtype=config.torch_dtype)
+    except ValueError as err:
+        raise OptionError("data", f"is not a usable on-disk dataset: {err}") from None
+    return _random_split(full, config, path, full.species)
+
+
+def _random_split(full, config: DataConfig, path: str, species: List[int]) -> Splits:
+    """The random split of the extxyz and ondisk datasets (the same for both, so that a
+    file and its preprocessed folder give the same splits)."""
     n_val = config.num_val if config.num_val is not None else max(1, len(full) // 10)
     n_test = config.num_test if config.num_test is not None else max(1, len(full) // 10)
     if n_val + n_test >= len(full):
@@ -183,6 +204,5 @@ def _extxyz(config: DataConfig) -> Splits:
                    f"training split of {path}")
     first = full[0]
     return Splits(train=train, val=full[perm[:n_val]], test=full[perm[n_val:n_val + n_test]],
-                  species=sorted(set(full.z.tolist())),
-                  energy_key="energy" if "energy" in first else None,
+                  species=species, energy_key="energy" if "energy" in first else None,
                   forces_key="forces" if "forces" in first else None)

@@ -14,6 +14,7 @@ GPUs, ...) raises :class:`DistributedSetupError` (a ``ValueError``) before any c
 """
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -288,7 +289,15 @@ def wrap_model(model: torch.nn.Module, device: torch.device,
     only when a parameter takes no part in the loss (``unused_parameters``, probed by the
     Trainer), which DDP would otherwise report as an error at the next step.
     """
+    import inspect
+
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=ids, output_device=device.index if ids else None,
-        broadcast_buffers=False, find_unused_parameters=unused_parameters)
+    ddp = torch.nn.parallel.DistributedDataParallel
+    # buffers (self energies) are equal on every rank: synchronised at construction only
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers"
+               in inspect.signature(ddp.__init__).parameters else "broadcast_buffers")
+    # a [1, C] parameter may get a gradient with another (equivalent) stride on its size-1
+    # dimension; DDP copies it into its bucket correctly but warns on every step
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return ddp(model, device_ids=ids, output_device=device.index if ids else None,
+               find_unused_parameters=unused_parameters, **{no_sync: False})
