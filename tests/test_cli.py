@@ -160,7 +160,8 @@ def test_bad_devices_files_and_out_dirs_exit_2(tmp_path, capsys):
 def test_every_option_has_a_help_text():
     parser = cli.build_parser()
     subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert len(subparsers) == 1 and set(subparsers[0].choices) == {"train", "evaluate", "main"}
+    assert len(subparsers) == 1 and set(subparsers[0].choices) == {"train", "evaluate", "main",
+                                                                   "preprocess"}
     for name, sub in subparsers[0].choices.items():
         options = [a for a in sub._actions if not isinstance(a, argparse._HelpAction)]
         assert len(options) > 5, name
