@@ -221,7 +221,8 @@ def read_index(root: str) -> dict:
                 and all(isinstance(d, int) and d >= 0 for d in spec["shape"])
                 and name.isidentifier(), root, f"field {name!r} is malformed")
         rows = atoms if spec["per_atom"] else num
-        sizes[f"{name}.bin"] = rows * math.prod(spec["shape"]) * np.dtype(_DTYPES[spec["dtype"]]).itemsize
+        itemsize = np.dtype(_DTYPES[spec["dtype"]]).itemsize
+        sizes[f"{name}.bin"] = rows * math.prod(spec["shape"]) * itemsize
     _expect(isinstance(index.get("sha256"), dict) and set(index["sha256"]) == set(sizes),
             root, "sha256 must name every file of the dataset")
     _expect(isinstance(index.get("species"), list)

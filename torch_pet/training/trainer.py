@@ -32,34 +32,31 @@ reproduced exactly by the same seed, and a run resumed from ``last.pt`` (written
 epoch) continues exactly as if it had not been interrupted; only the unfinished epoch is
 repeated.
 
-Several processes (``torchrun``/``srun``, :mod:`torch_pet.training.distributed`): with a
-process group initialised, every process trains on its part of each global batch
-(:mod:`torch_pet.training.sampling`: ``batch_size`` or ``max_atoms_per_batch`` per
-process) through :class:`~torch.nn.parallel.DistributedDataParallel`. The loss of a rank is
-its share of the loss of the global batch (sums of squared errors over the global counts),
-and each rank takes the rows of the global batch's rotations that belong to its structures,
-so N processes with ``batch_size`` b follow one process with ``batch_size`` N*b to
-round-off. Self energies are fitted on rank 0 and broadcast; the initial sigma, the
-training and validation metrics are sums over shards, all-reduced, so every rank holds
-the same values; stop decisions are taken together; checkpoints, logs, plots and
-progress bars come from rank 0 only.
+Several processes (``torchrun``/``srun``; docs/distributed.md): each trains on its part of
+every global batch (:mod:`~torch_pet.training.sampling`) through DistributedDataParallel,
+its loss being its share of the global batch's (squared errors summed over the global
+counts) and its rotations its rows of the global batch's, so N processes with
+``batch_size`` b follow one with N*b to round-off. Self energies are fitted on rank 0 and
+broadcast; sigma and all metrics are all-reduced sums over shards; stop decisions are
+taken together; checkpoints, logs, plots and progress bars come from rank 0.
 """
 import json
 import math
 import os
 import time
-from dataclasses import fields
 from typing import List, Optional
 
 import torch
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
+from torch_pet.backbone import backbone_info
 from torch_pet.checkpoint import load_checkpoint, save_checkpoint
 from torch_pet.config import resolve_device
 from torch_pet.plots import plot_learning_curve
 from torch_pet.training import distributed as ddp
 from torch_pet.training.augment import augment_batch
+from torch_pet.training.resume import restore_trainer
 from torch_pet.training.config import TrainingConfig, learning_rate_factor
 from torch_pet.training.sampling import Batching, seeded_generator
 from torch_pet.training.self_energies import fit_self_energies, species_counts
@@ -68,17 +65,14 @@ from torch_pet.training.targets import loss_weight, summary_line, trained_output
 
 __all__ = ["Trainer", "TrainingConfig", "plot_learning_curve"]
 
-# TrainingConfig fields that may differ when a run is resumed.
-_RESUMABLE_CHANGES = ("epochs", "progress", "plot", "device", "budget_s", "budget_clock",
-                      "checkpoints", "num_workers")
 
 
 class Trainer:
     """Train ``model`` on ``train_set``, validating on ``val_set`` after every epoch.
 
     Args:
-        model: a module with ``model(data) -> [B, C]`` and, for energies, a
-            ``self_energies`` buffer [num_species, C] and a ``species`` list (PET).
+        model: a backbone (:mod:`torch_pet.backbone`): ``model(data) -> [B, C]`` and, for
+            energies, a ``self_energies`` buffer [num_species, C] and a ``species`` list.
         train_set, val_set: PyG datasets (or lists of ``Data``); ``val_set=None``: no
             validation.
         config: :class:`~torch_pet.training.config.TrainingConfig` (checked on construction).
@@ -136,13 +130,17 @@ class Trainer:
         self.best_score = math.inf
         self.best_epoch = None
 
+        if cfg.target_key is None:  # energies are trained as residuals of self energies
+            backbone_info(model).require("species", "self_energies",
+                                         by="Trainer (energy targets)")
         last = os.path.join(out_dir, "last.pt")
         if resume and os.path.exists(last):
             self._restore(last)
         else:
             if cfg.target_key is None and cfg.fit_self_energies:
                 if self.world.is_main:
-                    fitted = fit_self_energies(train_set, model.species, cfg.energy_key)
+                    fitted = fit_self_energies(train_set, backbone_info(model).species,
+                                               cfg.energy_key)
                     with torch.no_grad():
                         model.self_energies.copy_(fitted.to(model.self_energies))
                 if self.world.distributed:
@@ -192,9 +190,10 @@ class Trainer:
                 for i, name in enumerate(names)}
 
     def _self_energy_sum(self, batch) -> torch.Tensor:
+        info = backbone_info(self.model)
         counts = species_counts(batch.z.cpu(), batch.batch.cpu(), batch.num_graphs,
-                                self.model.species)
-        return (counts @ self.model.self_energies.detach().double().cpu()).to(
+                                info.species)
+        return (counts @ info.self_energies.detach().double().cpu()).to(
             self.device).squeeze(-1)
 
     def _residual_targets(self, batch) -> dict:
@@ -388,28 +387,7 @@ class Trainer:
                         metadata=self.metadata)
 
     def _restore(self, path: str) -> None:
-        record = load_checkpoint(path)
-        state = record["trainer"]
-        if state is None:
-            raise ValueError(f"{path} holds no trainer state; it cannot be resumed")
-        saved = state["config"]
-        changed = [f.name for f in fields(self.config) if f.name not in _RESUMABLE_CHANGES
-                   and _comparable(saved.get(f.name, f.default))
-                   != _comparable(getattr(self.config, f.name))]
-        if changed:
-            raise ValueError(f"cannot resume {path}: its training configuration differs in "
-                             f"{changed}; use the same settings (only epochs may change) or "
-                             "a new out_dir")
-        self.model.load_state_dict(record["model"]["state_dict"])
-        self.optimizer.load_state_dict(record["optimizer"])
-        self.scheduler.load_state_dict(record["scheduler"])
-        self.epoch = state["epoch"]
-        self.step = state.get("step", self.epoch * self.steps_per_epoch)
-        self.structures_seen = state.get("structures_seen", self.epoch * len(self.train_set))
-        self.sigma, self.sigma0 = dict(state["sigma"]), dict(state["sigma0"])
-        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
-        self.history = list(state["history"])
-        torch.set_rng_state(state["torch_rng_state"])
+        restore_trainer(self, load_checkpoint(path), path)
         self._write_log()
 
     def _write_log(self, plot: bool = True) -> None:
@@ -422,7 +400,3 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
         if plot and self.config.plot and self.history:
             plot_learning_curve(self.history, os.path.join(self.out_dir, "learning_curve.png"))
-
-
-def _comparable(value):
-    return list(value) if isinstance(value, tuple) else value
