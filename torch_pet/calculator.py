@@ -32,6 +32,7 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Data
 
+from torch_pet.backbone import backbone_info
 from torch_pet.nn.derivatives import energy_and_forces
 
 __all__ = ["PETCalculator", "atoms_to_data"]
@@ -80,11 +81,12 @@ class _AtomicSum(torch.nn.Module):
 
 def _per_atom_view(model: torch.nn.Module) -> Optional[torch.nn.Module]:
     """The same module (shared parameters) returning per-atom rows, or None if it cannot."""
-    if model is None or not hasattr(model, "per_atom"):
+    if model is None:
         return None
-    if getattr(model, "out_channels", 1) != 1:
+    info = backbone_info(model)
+    if info.per_atom is None or info.out_channels not in (None, 1):
         return None
-    if model.per_atom:
+    if info.per_atom:
         return model
     view = copy.copy(model)  # shallow: parameters and submodules are shared
     try:
@@ -144,7 +146,7 @@ class PETCalculator(Calculator):
         model = copy.deepcopy(model).to(device=self.device, dtype=dtype).eval()
         if aux_model is not None:
             aux_model = copy.deepcopy(aux_model).to(device=self.device, dtype=dtype).eval()
-        species = species if species is not None else getattr(model, "species", None)
+        species = species if species is not None else backbone_info(model).species
         self.species = None if species is None else sorted(int(s) for s in species)
         self.symmetrize = bool(symmetrize)
         self.model, self.aux_model = model, aux_model

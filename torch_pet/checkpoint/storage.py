@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
+from torch_pet.backbone import backbone_info
 from torch_pet.checkpoint.integrity import (CheckpointError, CheckpointWarning,
                                             check_plain_data, content_hash)
 from torch_pet.checkpoint.registry import (FLOAT_DTYPES, LEGACY_CLASS_PATHS, build_model,
@@ -42,11 +43,12 @@ UPGRADES: Dict[int, Callable[[dict], dict]] = {1: _upgrade_1_to_2}
 def model_hyperparameters(model: torch.nn.Module) -> Dict[str, Any]:
     """The constructor arguments that rebuild ``model`` (plain data; tuples become lists).
 
-    Uses ``model.hyperparameters`` (a dict) when the model provides it, otherwise reads
-    each argument of ``type(model).__init__`` from the attribute of the same name.
+    Uses ``model.hyperparameters`` (a dict, see :mod:`torch_pet.backbone`) when the model
+    provides it, otherwise reads each argument of ``type(model).__init__`` from the
+    attribute of the same name.
     """
-    explicit = getattr(model, "hyperparameters", None)
-    if isinstance(explicit, dict):
+    explicit = backbone_info(model).hyperparameters
+    if explicit is not None:
         params = dict(explicit)
     else:
         params = {}
@@ -67,11 +69,12 @@ def model_hyperparameters(model: torch.nn.Module) -> Dict[str, Any]:
 
 
 def _model_record(model: torch.nn.Module) -> dict:
-    self_energies = getattr(model, "self_energies", None)
+    info = backbone_info(model)
+    self_energies = info.self_energies
     return {
         "class": model_class_name(type(model)),
         "hyperparameters": model_hyperparameters(model),
-        "species": [int(s) for s in getattr(model, "species", [])],
+        "species": list(info.species or ()),
         "self_energies": None if self_energies is None else self_energies.detach().cpu(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
