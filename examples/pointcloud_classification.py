@@ -18,8 +18,10 @@ scale: frames per cloud before and after pruning and the cost for 256, 1,024 and
 points, with the cutoff picked by :func:`torch_pet.ecse.cutoff_choice.choose_ecse_cutoff`.
 Writes ``pointclouds.json``, ``pointclouds.md``, figures and ``models.pt`` to ``--out``.
 
-    OMP_NUM_THREADS=1 python examples/pointcloud_classification.py            # ~15 min, 1 core
-    OMP_NUM_THREADS=1 python examples/pointcloud_classification.py --quick    # ~4 min smoke run
+    OMP_NUM_THREADS=1 python examples/pointcloud_classification.py            # ~12 min CPU, 1 core
+    OMP_NUM_THREADS=1 python examples/pointcloud_classification.py --quick    # ~5 min smoke run
+
+(Measured: 31 min wall on a shared, loaded 2-core machine; numbers in docs/pointclouds.md.)
 
 PyG's ``DynamicEdgeConv`` needs torch-cluster or pyg-lib for its k-NN search (neither is a
 torch_pet dependency), so the DGCNN here uses PyG's ``EdgeConv`` with a dense k-NN graph
@@ -295,6 +297,26 @@ def main(argv=None):
     write_report(result, args.out, args.figures)
 
 
+def draw_gallery(paths, seed: int = 0):
+    """One cloud of every class (canonical orientation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = ProceduralShapes("train", num_per_class=1, seed=seed)
+    fig = plt.figure(figsize=(12, 7))
+    for c, cloud in enumerate(data):
+        ax = fig.add_subplot(3, 5, c + 1, projection="3d")
+        ax.scatter(*cloud.pos.T, s=2)
+        ax.set_title(SHAPE_CLASSES[c], fontsize=9)
+        ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1), xticks=[], yticks=[], zticks=[])
+    fig.tight_layout()
+    for path in paths:
+        fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def write_report(result, out, figures=None):
     """Markdown tables and the figures."""
     import matplotlib
@@ -338,6 +360,7 @@ def write_report(result, out, figures=None):
     for path in paths:
         fig.savefig(path, dpi=110)
     plt.close(fig)
+    draw_gallery([os.path.join(os.path.dirname(p), "shapes_gallery.png") for p in paths])
 
 
 if __name__ == "__main__":

@@ -73,3 +73,28 @@ def test_cutoff_bad_input():
         choose_ecse_cutoff(pos[:5])
     with pytest.raises(ValueError, match="duplicate"):
         choose_ecse_cutoff(torch.zeros(12, 3))
+
+
+def test_ecse_with_the_chosen_cutoff_makes_a_cloud_classifier_invariant():
+    """A coordinate MLP with max pooling (PointNet-like, not invariant) wrapped in ECSE with
+    the helper's settings: logits invariant to round-off; the raw model's are not."""
+    from torch_geometric.nn import global_max_pool, global_mean_pool
+
+    from torch_pet import ECSESymmetrizer
+    from torch_pet.testing import symmetry_error
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).double()
+
+    def logits(model, batch):  # per cloud: max over points of an MLP of centred coordinates
+        centred = batch.pos - global_mean_pool(batch.pos, batch.batch)[batch.batch]
+        return global_max_pool(model(centred), batch.batch)
+
+    data = Batch.from_data_list(list(ProceduralShapes("test", num_per_class=1, num_points=48,
+                                                      classes=[2, 8], dtype=torch.float64)))
+    choice = choose_ecse_cutoff(data.pos, data.batch)
+    wrapped = ECSESymmetrizer(mlp, cutoff=choice.cutoff, frame_options=choice.frame_options,
+                              adapter=logits)
+    rotation = random_rotation(7)
+    assert symmetry_error(lambda b: logits(mlp, b), data, "scalar", rotation=rotation) > 1e-2
+    assert symmetry_error(wrapped, data, "scalar", rotation=rotation) < 1e-10
