@@ -249,9 +249,9 @@ def preprocess(job: PreprocessJob) -> dict:
     """Convert ``job.data`` (extended XYZ) into the on-disk dataset ``job.out``; prints a
     summary and returns its index."""
     from torch_pet.datasets.ondisk import OutDirError, preprocess_extxyz
-    from torch_pet.datasets.registry import _readable
+    from torch_pet.datasets.registry import readable_path
 
-    path = _readable(job.data, "extended-XYZ file")
+    path = readable_path(job.data, "extended-XYZ file")
     check_out_dir(job.out)
     start = time.perf_counter()
     try:

@@ -16,7 +16,7 @@ import torch
 from torch_pet.config import NON_NEGATIVE_INT, POSITIVE_INT, Config, OptionError, option
 
 __all__ = ["DataConfig", "Splits", "DATASETS", "register_dataset", "dataset_names",
-           "load_splits"]
+           "load_splits", "readable_path"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -108,7 +108,9 @@ def _first(dataset, count: Optional[int], option_name: str, where: str):
     return dataset[:count]
 
 
-def _readable(path: Optional[str], what: str, *, directory: bool = False) -> str:
+def readable_path(path: Optional[str], what: str, *, directory: bool = False) -> str:
+    """``path`` when it names a readable file (or, with ``directory``, no non-directory);
+    else an :class:`OptionError` on ``data`` saying what to give."""
     if path is None:
         raise OptionError("data", f"is required: give the path of the {what}")
     if directory:
@@ -145,7 +147,7 @@ def _qm9(config: DataConfig) -> Splits:
 
     from torch_pet.datasets.qm9 import QM9ToPET, qm9_split
 
-    root = _readable(config.data or os.path.join("data", "QM9"), "QM9 root folder",
+    root = readable_path(config.data or os.path.join("data", "QM9"), "QM9 root folder",
                      directory=True)
     transform = QM9ToPET(config.target, config.torch_dtype)
     dataset = QM9(root, transform=transform)  # downloads only when root holds no QM9
@@ -166,7 +168,7 @@ def _qm9(config: DataConfig) -> Splits:
 def _extxyz(config: DataConfig) -> Splits:
     from torch_pet.datasets.extxyz import ExtXYZDataset
 
-    path = _readable(config.data, "extended-XYZ file")
+    path = readable_path(config.data, "extended-XYZ file")
     try:
         full = ExtXYZDataset(path, dtype=config.torch_dtype)
     except ValueError as err:  # the reader names the file and the structure
@@ -181,7 +183,7 @@ def _extxyz(config: DataConfig) -> Splits:
 def _ondisk(config: DataConfig) -> Splits:
     from torch_pet.datasets.ondisk import OnDiskStructures
 
-    path = _readable(config.data, "on-disk dataset folder (torch-pet preprocess)",
+    path = readable_path(config.data, "on-disk dataset folder (torch-pet preprocess)",
                      directory=True)
     try:
         full = OnDiskStructures(path, dtype=config.torch_dtype)
