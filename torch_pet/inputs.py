@@ -243,10 +243,10 @@ def check_graph(edge_index, shifts, pos: Tensor, index: StructureIndex, cell: Op
         raise ValueError(f"{ei_name} has atom indices outside [0, {num_atoms}) (first at edge "
                          f"{e}: {edge_index[:, e].tolist()}); rebuild the neighbour list for these "
                          "atoms")
-    from torch_pet.ops.radius_graph import _cell_and_pbc, edge_vectors
+    from torch_pet.ops.radius_graph import cell_and_pbc, edge_vectors
 
     batch = index.batch
-    full_cell, full_pbc = _cell_and_pbc(pos, cell, pbc, index.num_structures)  # checks them
+    full_cell, full_pbc = cell_and_pbc(pos, cell, pbc, index.num_structures)  # checks them
     neighbour, centre = edge_index[0], edge_index[1]
     moved = shifts != 0  # [E, 3]
     periodic = full_pbc[batch[centre]]  # [E, 3]

@@ -79,7 +79,7 @@ def radius_graph(
         raise ValueError(f"radius_graph: max_edges must be in [0, 2**31 - 1], got {max_edges}")
     max_edges = int(max_edges)
     ptr, num_structures = _structure_pointer(pos, batch, cell)
-    full_cell, full_pbc = _cell_and_pbc(pos, cell, pbc, num_structures)
+    full_cell, full_pbc = cell_and_pbc(pos, cell, pbc, num_structures)
     if _extension.use_extension(pos.device):
         try:  # the op checks that pos is finite in its first pass over the atoms
             edge_index, shifts = torch.ops.torch_pet.radius_graph(pos.detach(), ptr, full_cell.detach(),
@@ -221,7 +221,7 @@ def _structure_pointer(pos, batch, cell):
     return ptr, num_structures
 
 
-def _cell_and_pbc(pos, cell, pbc, num_structures):
+def cell_and_pbc(pos, cell, pbc, num_structures):
     """cell [B, 3, 3] and pbc [B, 3] bool for the op; checks dtype, device and singularity."""
     device, dtype = pos.device, pos.dtype
     pbc = _check_pbc_argument(pbc, device)
@@ -263,6 +263,9 @@ def _cell_and_pbc(pos, cell, pbc, num_structures):
         pbc = pbc.expand(num_structures, 3).contiguous()
     _check_not_singular(cell, pbc)
     return cell, pbc
+
+
+_cell_and_pbc = cell_and_pbc  # its former name
 
 
 def _check_not_singular(cell, pbc) -> None:
