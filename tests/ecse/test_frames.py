@@ -297,12 +297,15 @@ def test_batch_equals_structures_alone():
 def test_reference_pair_path_gives_identical_frames(monkeypatch):
     """The fallback without the compiled extension (dense reference pairs) changes nothing."""
     import torch_pet.ecse.frames as frames_module
+    import torch_pet.ecse.inner_cutoff as inner_cutoff_module
     from torch_pet.ops.reference import ecse_pairs_reference
 
     pos, batch = random_clusters(10)
     kernel, _ = frames_of(pos, batch, mode="atom")
-    monkeypatch.setattr(frames_module, "ecse_pairs", lambda v, ptr, radius, s_min, ordered:
-                        ecse_pairs_reference(v.detach(), ptr, radius.detach(), s_min, ordered))
+    for module in (frames_module, inner_cutoff_module):  # frame pairs and R_in pairs
+        monkeypatch.setattr(module, "ecse_pairs", lambda v, ptr, radius, s_min, ordered:
+                            ecse_pairs_reference(v.detach(), ptr, radius.detach(), s_min,
+                                                 ordered))
     reference, _ = frames_of(pos, batch, mode="atom")
     for name in ECSEFrames._fields:
         assert torch.equal(getattr(kernel, name), getattr(reference, name)), name

@@ -164,16 +164,16 @@ def build_model(record: dict, *, device=None, dtype: Optional[torch.dtype] = Non
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
         raise CheckpointError(f"{source}: the model state_dict is not a dict of tensors")
     _check_fits(cls, hyperparameters, state_dict, source)
+    stored = record.get("dtype", "float32")
+    if stored not in FLOAT_DTYPES:
+        raise CheckpointError(f"{source}: stored dtype {stored!r} is not one of "
+                              f"{sorted(FLOAT_DTYPES)}")
     try:
-        model = cls(**hyperparameters)
+        # in the stored dtype before loading: float64 weights copied into a float32 model
+        # would be rounded
+        model = cls(**hyperparameters).to(dtype=FLOAT_DTYPES[stored])
         model.load_state_dict(state_dict)
     except Exception as err:
         raise CheckpointError(f"{source}: cannot rebuild {record['class']} from the stored "
                               f"hyperparameters and weights: {err}") from err
-    if dtype is None:
-        stored = record.get("dtype", "float32")
-        if stored not in FLOAT_DTYPES:
-            raise CheckpointError(f"{source}: stored dtype {stored!r} is not one of "
-                                  f"{sorted(FLOAT_DTYPES)}")
-        dtype = FLOAT_DTYPES[stored]
-    return model.to(device=device, dtype=dtype).eval()
+    return model.to(device=device, dtype=FLOAT_DTYPES[stored] if dtype is None else dtype).eval()

@@ -37,17 +37,15 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from torch_pet.ecse.inner_cutoff import inner_cutoff
 from torch_pet.ecse.options import FrameOptions
 from torch_pet.ecse.switches import collinearity_switch, radial_switch
 from torch_pet.nn.rows import sum_rows, take_rows
 from torch_pet.ops.ecse_pairs import ecse_pairs
 
-__all__ = ["ECSEFrames", "ecse_frames", "inner_cutoff", "prune_weights", "FrameStructure",
-           "frame_structure", "frames_from_structure"]
-
-# W_0(1/e), the principal branch of the Lambert W function at 1/e; T = W_0(1/e) / beta.
-LAMBERT_W0_INV_E = 0.2784645427610738
-
+__all__ = ["ECSEFrames", "ecse_frames", "inner_cutoff", "prune_weights", "frame_weights",
+           "frame_matrices", "with_mirrors", "weighted_candidates", "lengths_and_directions",
+           "centre_pointer", "check_frame_inputs"]
 
 class ECSEFrames(NamedTuple):
     """Output of :func:`ecse_frames`; frames are sorted by pool, then centre, then edge pair.
@@ -104,10 +102,10 @@ def ecse_frames(
     opts = FrameOptions.coerce(options, **overrides)
     beta, delta_r, omega, delta_omega = opts.beta, opts.delta_r, opts.omega, opts.delta_omega
     weight_eps, beta_w = opts.weight_eps, opts.beta_w
-    _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff)
-    centre_ptr = _centre_pointer(centre, num_atoms)
-    length, unit = _lengths_and_directions(edge_vectors)
-    r_in, pool, pairs, weights, cross, sine2 = _weighted_candidates(
+    check_frame_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff)
+    centre_ptr = centre_pointer(centre, num_atoms)
+    length, unit = lengths_and_directions(edge_vectors)
+    r_in, pool, pairs, weights, cross, sine2 = weighted_candidates(
         edge_vectors, length, unit, centre, centre_ptr, pool_index, outer_cutoff=outer_cutoff,
         beta=beta, delta_r=delta_r, omega=omega, delta_omega=delta_omega,
         weight_eps=weight_eps, smooth_outer_cutoff=opts.smooth_outer_cutoff)
@@ -124,7 +122,7 @@ def ecse_frames(
     return ECSEFrames(frames, weights, atom, pool, aux_weight, r_in, num_candidates, pairs)
 
 
-def _weighted_candidates(edge_vectors, length, unit, centre, centre_ptr, pool_index, *,
+def weighted_candidates(edge_vectors, length, unit, centre, centre_ptr, pool_index, *,
                          outer_cutoff, beta, delta_r, omega, delta_omega, weight_eps,
                          smooth_outer_cutoff):
     """R_in of every atom and the candidate frames: ordered edge pairs inside R_in with
@@ -148,99 +146,6 @@ def _weighted_candidates(edge_vectors, length, unit, centre, centre_ptr, pool_in
         order = torch.argsort(pool, stable=True)
         pool, pairs, weights, cross, sine2 = (t[order] for t in (pool, pairs, weights, cross, sine2))
     return r_in, pool, pairs, weights, cross, sine2
-
-
-class FrameStructure(NamedTuple):
-    """The integer part of a batch's ECSE frames, for :func:`frames_from_structure`, and
-    the auxiliary weights (no gradient) for host-side checks.
-
-    Shapes:
-        inner_pairs [P, 2] (unordered edge pairs, s > omega, inside R_out: the R_in
-        candidates), candidates [F, 2] (ordered frame pairs with weight > weight_eps, sorted
-        by pool), kept [C] (the candidates that survive pruning, ascending), aux_weight
-        [pools] (None when not computed)
-    """
-
-    inner_pairs: torch.Tensor
-    candidates: torch.Tensor
-    kept: torch.Tensor
-    aux_weight: Optional[torch.Tensor] = None
-
-
-def frame_structure(edge_vectors: torch.Tensor, centre: torch.Tensor, num_atoms: int,
-                    pool_index: torch.Tensor, num_pools: int, *, outer_cutoff: float,
-                    options: Optional[FrameOptions] = None, **overrides) -> FrameStructure:
-    """Which edge pairs :func:`ecse_frames` uses for this geometry (no gradients).
-
-    Same arguments as :func:`ecse_frames` (``o3`` is ignored: mirrors are added later).
-    With it, :func:`frames_from_structure` computes the weighted frames with no
-    data-dependent shapes or host reads (for torch.export).
-
-    Shapes:
-        edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`FrameStructure`
-    """
-    overrides.pop("o3", None)
-    options = FrameOptions.coerce(options, **overrides)
-    _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff)
-    with torch.no_grad():
-        edge_vectors = edge_vectors.detach()
-        centre_ptr = _centre_pointer(centre, num_atoms)
-        length, unit = _lengths_and_directions(edge_vectors)
-        inner_pairs = ecse_pairs(edge_vectors, centre_ptr,
-                                 edge_vectors.new_full((num_atoms,), outer_cutoff),
-                                 options["omega"], ordered=False)
-        _, pool, pairs, weights, _, _ = _weighted_candidates(
-            edge_vectors, length, unit, centre, centre_ptr, pool_index, outer_cutoff=outer_cutoff,
-            **{k: options[k] for k in ("beta", "delta_r", "omega", "delta_omega", "weight_eps",
-                                       "smooth_outer_cutoff")})
-        kept, _, aux_weight = prune_weights(weights, pool, num_pools,
-                                            weight_eps=options["weight_eps"],
-                                            beta_w=options["beta_w"], steps=options["prune_steps"])
-    return FrameStructure(inner_pairs, pairs, kept, aux_weight)
-
-
-def frames_from_structure(edge_vectors: torch.Tensor, centre: torch.Tensor,
-                          pool_index: torch.Tensor, num_pools: int, structure: FrameStructure,
-                          *, outer_cutoff: float, o3: bool = False,
-                          options: Optional[FrameOptions] = None, **overrides) -> ECSEFrames:
-    """:func:`ecse_frames` for a given :class:`FrameStructure`: differentiable, with no
-    data-dependent shapes, no host reads and no input checks (those ran in
-    :func:`frame_structure`). Agrees with :func:`ecse_frames` to round-off (pruning keeps
-    the frames it drops at weights <= weight_eps, see :func:`prune_weights`).
-
-    Shapes:
-        edge_vectors [E, 3], centre [E], pool_index [N] -> :class:`ECSEFrames` (C frames,
-        2C with ``o3``)
-    """
-    options = FrameOptions.coerce(options, **overrides)
-    delta_r, omega, delta_omega = options["delta_r"], options["omega"], options["delta_omega"]
-    num_atoms = pool_index.shape[0]
-    length, unit = _lengths_and_directions(edge_vectors)
-    radial = radial_switch(length, outer_cutoff, delta_r)
-    inner_pairs, pairs, kept = structure.inner_pairs, structure.candidates, structure.kept
-    r_in = smooth_inner_cutoff(length, unit, radial, inner_pairs,
-                               centre.index_select(0, inner_pairs[:, 0]),
-                               edge_vectors.new_full((num_atoms,), outer_cutoff),
-                               beta=options["beta"], omega=omega, delta_omega=delta_omega) + delta_r
-    atom = centre.index_select(0, pairs[:, 0])
-    weights, cross, sine2 = frame_weights(length, unit, pairs, r_in.index_select(0, atom),
-                                          outer_cutoff=outer_cutoff, delta_r=delta_r, omega=omega,
-                                          delta_omega=delta_omega,
-                                          smooth_outer_cutoff=options["smooth_outer_cutoff"])
-    pool = pool_index.index_select(0, atom)
-    num_candidates = sum_rows(torch.ones_like(pool), pool, num_pools)
-    _, weights, aux_weight = prune_weights(weights, pool, num_pools,
-                                           weight_eps=options["weight_eps"],
-                                           beta_w=options["beta_w"],
-                                           steps=options["prune_steps"], drop=False)
-    weights, pairs, pool, cross, sine2 = (t.index_select(0, kept)
-                                          for t in (weights, pairs, pool, cross, sine2))
-    frames = frame_matrices(unit, pairs, cross, sine2)
-    atom = centre.index_select(0, pairs[:, 0])
-    if o3:
-        frames, weights, atom, pool, pairs = with_mirrors(frames, weights, atom, pool, pairs)
-        num_candidates = 2 * num_candidates
-    return ECSEFrames(frames, weights, atom, pool, aux_weight, r_in, num_candidates, pairs)
 
 
 def frame_weights(length: torch.Tensor, unit: torch.Tensor, pairs: torch.Tensor,
@@ -288,100 +193,6 @@ def with_mirrors(frames: torch.Tensor, weights: torch.Tensor, *per_frame: torch.
     mirror = frames * frames.new_tensor([1.0, -1.0, 1.0])
     frames = torch.stack([frames, mirror], dim=1).reshape(-1, 3, 3)
     return (frames, *(t.repeat_interleave(2, dim=0) for t in (weights, *per_frame)))
-
-
-def inner_cutoff(
-    edge_vectors: torch.Tensor,
-    length: torch.Tensor,
-    unit: torch.Tensor,
-    centre: torch.Tensor,
-    centre_ptr: torch.Tensor,
-    *,
-    outer_cutoff: float,
-    beta: float,
-    delta_r: float,
-    omega: float,
-    delta_omega: float,
-) -> torch.Tensor:
-    """Adaptive inner cutoff R_in of every atom (weight-aware smooth minimum).
-
-    A box of 10^4 atoms has ~10^7 candidate pairs, so atoms are processed in blocks of about
-    ``_PAIRS_PER_BLOCK`` pairs: the per-pair temporaries then stay small and are reused.
-
-    Shapes:
-        edge_vectors, unit [E, 3], length [E], centre [E], centre_ptr [N+1] -> R_in [N]
-    """
-    num_atoms = centre_ptr.numel() - 1
-    radial = radial_switch(length, outer_cutoff, delta_r)  # [E], shared by all pairs
-    parameters = dict(outer_cutoff=outer_cutoff, beta=beta, omega=omega, delta_omega=delta_omega)
-    blocks = _atom_blocks(centre_ptr, _PAIRS_PER_BLOCK)
-    r_in = [
-        _inner_cutoff_block(edge_vectors, length, unit, radial, centre, centre_ptr, first, last,
-                            **parameters)
-        for first, last in zip(blocks[:-1], blocks[1:])
-    ]
-    r_in = torch.cat(r_in) if r_in else edge_vectors.new_zeros(num_atoms)
-    return r_in + delta_r
-
-
-_PAIRS_PER_BLOCK = 1 << 20
-
-
-def _atom_blocks(centre_ptr: torch.Tensor, pairs_per_block: int) -> list:
-    """Atom boundaries [0, ..., N] of blocks with about ``pairs_per_block`` K^2/2 pairs each."""
-    num_atoms = centre_ptr.numel() - 1
-    if num_atoms == 0:
-        return [0]
-    counts = centre_ptr.diff().cpu()
-    pairs = (counts * counts // 2 + 1).cumsum(0)
-    total = int(pairs[-1])
-    if total <= pairs_per_block:
-        return [0, num_atoms]
-    targets = torch.arange(pairs_per_block, total, pairs_per_block)
-    inner = (torch.searchsorted(pairs, targets) + 1).tolist()
-    return sorted({0, num_atoms, *[i for i in inner if 0 < i < num_atoms]})
-
-
-def _inner_cutoff_block(edge_vectors, length, unit, radial, centre, centre_ptr, first, last, *,
-                        outer_cutoff, beta, omega, delta_omega) -> torch.Tensor:
-    """R_in - delta_r of atoms first..last-1 (their edges are a contiguous range)."""
-    edge_begin, edge_end = int(centre_ptr[first]), int(centre_ptr[last])
-    outer = edge_vectors.new_full((last - first,), outer_cutoff)
-    pairs = ecse_pairs(edge_vectors[edge_begin:edge_end],
-                       centre_ptr[first:last + 1] - edge_begin, outer, omega, ordered=False)
-    pairs = pairs + edge_begin
-    atom = centre.index_select(0, pairs[:, 0]) - first  # block-local atom index
-    return smooth_inner_cutoff(length, unit, radial, pairs, atom, outer, beta=beta, omega=omega,
-                               delta_omega=delta_omega)
-
-
-def smooth_inner_cutoff(length: torch.Tensor, unit: torch.Tensor, radial: torch.Tensor,
-                        pairs: torch.Tensor, atom: torch.Tensor, outer: torch.Tensor, *,
-                        beta: float, omega: float, delta_omega: float) -> torch.Tensor:
-    """R_in - delta_r from the unordered candidate pairs (s > omega, inside R_out) of atoms.
-
-    Shapes:
-        length [E], unit [E, 3], radial [E] (f(r; R_out, delta_r)), pairs [P, 2], atom [P]
-        (its atom, in 0..n-1), outer [n] (R_out) -> [n]
-    """
-    a, b = pairs[:, 0], pairs[:, 1]
-    ra, rb = length.index_select(0, a), length.index_select(0, b)
-    cosine = (unit.index_select(0, a) * unit.index_select(0, b)).sum(-1)
-    sine2 = 1 - cosine * cosine  # s > omega here, so no cancellation worth a cross product
-    u = (radial.index_select(0, a) * radial.index_select(0, b)
-         * collinearity_switch(sine2, omega, delta_omega))
-    # smax(ra, rb) = (ra e^{b ra} + rb e^{b rb}) / (e^{b ra} + e^{b rb}), in a stable form.
-    v = rb + (ra - rb) * torch.sigmoid(beta * (ra - rb)) + LAMBERT_W0_INV_E / beta
-    # Max-subtracted exponentials: shift_i = max_p (log u_p - beta v_p), the R_out candidate
-    # (u = 1, v = R_out) included. The shift cancels in the ratio, so it carries no gradient.
-    with torch.no_grad():
-        shift = outer.mul(-beta).scatter_reduce(0, atom, torch.log(u) - beta * v, "amax",
-                                                include_self=True)
-    p_weight = u * torch.exp(-beta * v - shift.index_select(0, atom))
-    out_weight = torch.exp(-beta * outer - shift)
-    numerator = (outer * out_weight).index_add(0, atom, v * p_weight)
-    denominator = out_weight.index_add(0, atom, p_weight)
-    return numerator / denominator
 
 
 def prune_weights(
@@ -437,7 +248,7 @@ def _pool_smooth_max(weights: torch.Tensor, pool: torch.Tensor, num_pools: int,
     return torch.where(occupied, numerator / torch.where(occupied, denominator, 1.0), 0.0)
 
 
-def _lengths_and_directions(edge_vectors: torch.Tensor):
+def lengths_and_directions(edge_vectors: torch.Tensor):
     """|r| and r̂ with safe gradients at r = 0 (length 0, direction 0 there)."""
     length2 = (edge_vectors * edge_vectors).sum(-1)
     nonzero = length2 > 0
@@ -446,12 +257,12 @@ def _lengths_and_directions(edge_vectors: torch.Tensor):
     return length, unit
 
 
-def _centre_pointer(centre: torch.Tensor, num_atoms: int) -> torch.Tensor:
+def centre_pointer(centre: torch.Tensor, num_atoms: int) -> torch.Tensor:
     counts = torch.bincount(centre, minlength=num_atoms)
     return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
 
-def _check_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff) -> None:
+def check_frame_inputs(edge_vectors, centre, num_atoms, pool_index, num_pools, outer_cutoff) -> None:
     if not isinstance(edge_vectors, torch.Tensor) or edge_vectors.dim() != 2 or edge_vectors.shape[1] != 3:
         raise ValueError("ecse_frames: edge_vectors must be a tensor of shape [E, 3], got "
                          f"{getattr(edge_vectors, 'shape', type(edge_vectors).__name__)}")

@@ -21,7 +21,7 @@ from torch_geometric.data import Batch, Data
 from torch_pet.outputs import KindLike, OutputKind
 
 __all__ = ["OUTPUT_KINDS", "rotate_back", "CopyLayout", "copy_layout", "rotated_batch",
-           "atom_attribute_keys"]
+           "copies_batch", "atom_attribute_keys"]
 
 #: Names of the per-structure output kinds (for callers that check strings; prefer
 #: :meth:`OutputKind.parse <torch_pet.outputs.OutputKind.parse>`).
@@ -101,9 +101,24 @@ def rotated_batch(
         rotation [C, 3, 3], cell [C, 3, 3], pbc [C, 3] -> Batch with C graphs, M atoms
     """
     pos = torch.bmm(relative_pos.unsqueeze(1), rotation[layout.copy]).squeeze(1)  # [M, 3]
+    return copies_batch(data, atom, layout, pos, None if cell is None else cell @ rotation,
+                        pbc, keys)
+
+
+def copies_batch(data: Data, atom: torch.Tensor, layout: CopyLayout, pos: torch.Tensor,
+                 cell: Optional[torch.Tensor] = None, pbc: Optional[torch.Tensor] = None,
+                 keys: Optional[list] = None) -> Batch:
+    """The backbone input of copies whose positions (and cells) are already rotated.
+
+    Per-atom attributes (``keys``, default :func:`atom_attribute_keys`) are gathered from
+    ``data`` with ``atom`` and treated as invariant.
+
+    Shapes:
+        atom [M], pos [M, 3], cell [C, 3, 3], pbc [C, 3] -> Batch with C graphs, M atoms
+    """
     attributes = {key: data[key][atom] for key in (atom_attribute_keys(data) if keys is None else keys)}
     if cell is not None:
-        attributes["cell"] = cell @ rotation
+        attributes["cell"] = cell
     if pbc is not None:
         attributes["pbc"] = pbc
     return _make_batch(pos=pos, batch=layout.copy, ptr=layout.ptr, **attributes)

@@ -17,22 +17,23 @@ w_aux come from :func:`torch_pet.ecse.frames.ecse_frames`; y_S is exactly SO(3)
 
 Shapes: N atoms, B structures, E edges, F frames, C copies (one per frame), M copied atoms.
 """
-import contextlib
 import math
 from typing import Callable, Optional
 
 import torch
-import torch.utils.checkpoint
 from torch_geometric.data import Batch, Data
 
+from torch_pet.backbone import backbone_info
+from torch_pet.ecse.average import CopyChunk, accumulate, average_copies, frame_rotations, normalise
+from torch_pet.ecse.chunks import ChunkRunner, chunk_bounds
 from torch_pet.ecse.frames import ECSEFrames, ecse_frames
-from torch_pet.inputs import StructureIndex, read_structure_index, with_structure_index
 from torch_pet.ecse.options import FrameOptions
-from torch_pet.nn.rows import add_rows, sum_rows
+from torch_pet.ecse.rotate import atom_attribute_keys, copies_batch, copy_layout, rotated_batch
+from torch_pet.ecse.structures import Structures, read_structures
+from torch_pet.inputs import with_structure_index
 from torch_pet.ops.radius_graph import edge_vectors, radius_graph
 from torch_pet.outputs import KindLike, OutputKind
 from torch_pet.rotations import random_rotation
-from torch_pet.ecse.rotate import atom_attribute_keys, copy_layout, rotated_batch
 
 __all__ = ["ECSESymmetrizer"]
 
@@ -149,7 +150,7 @@ class ECSESymmetrizer(torch.nn.Module):
 
     # -----------------------------------------------------------------------------------
     def forward(self, data: Data) -> torch.Tensor:
-        structures = _read_structures(data)
+        structures = read_structures(data)
         data = with_structure_index(data, structures.index)  # batch derived from ptr if dropped
         if self.mode == "structure":
             return self._forward_structure(data, structures)
@@ -158,55 +159,49 @@ class ECSESymmetrizer(torch.nn.Module):
     def frames(self, data: Data) -> ECSEFrames:
         """The weighted frames this wrapper averages over for ``data`` (pools: structures in
         structure mode, atoms in atom mode)."""
-        structures = _read_structures(data)
+        structures = read_structures(data)
         if self.mode == "structure":
             return self._structure_frames(structures)[0]
         return self._atom_frames(structures)[0]
 
     # -----------------------------------------------------------------------------------
-    def _structure_frames(self, s: "_Structures"):
+    def _structure_frames(self, s: Structures):
         edge_index, shifts = radius_graph(s.pos, self.cutoff, s.batch, **s.periodic)
         vectors = edge_vectors(s.pos, edge_index, shifts, s.cell, s.batch)
         frames = ecse_frames(vectors, edge_index[1], s.num_atoms, s.batch, s.num_structures,
                              outer_cutoff=self.cutoff, o3=self.o3, options=self.frame_options)
         return frames, frames.aux_weight * (s.counts > 0)  # empty structures need nothing
 
-    def _forward_structure(self, data: Data, s: "_Structures") -> torch.Tensor:
+    def _forward_structure(self, data: Data, s: Structures) -> torch.Tensor:
+        """Builds the copies eagerly (chunks of at most chunk_size atoms) and the backbone
+        and aux calls on PyG batches, then runs the shared body
+        :func:`~torch_pet.ecse.average.average_copies`."""
         frames, aux_weight = self._structure_frames(s)
-        self._require_aux(aux_weight, s)
-        rotation = self._rotations(frames.frames)  # [F, 3, 3]
-        rows = s.num_atoms if self.per_atom else s.num_structures
+        self.require_aux(aux_weight, s)
         keys = atom_attribute_keys(data)
-        total = None
         sizes = s.counts[frames.pool]
-        chunks = self._chunks(sizes)
-        run = _ChunkRunner(self.checkpoint, len(chunks), int(sizes.sum()), self.activation_budget)
-        for a, b in chunks:
-            structure = frames.pool[a:b]  # [C]
-            layout = copy_layout(s.ptr, structure)
-            atom = layout.item  # the structures' atoms are contiguous: item = atom index
-            relative = s.pos[atom] - s.pos[frames.centre[a:b]][layout.copy]
-            cell = s.cell[structure] if s.cell is not None else None
-            pbc = s.pbc[structure] if s.pbc is not None else None
+        bounds = self._chunks(sizes)
+        chunks = [CopyChunk(a, b, copy_layout(s.ptr, frames.pool[a:b])) for a, b in bounds]
+        run = ChunkRunner(self.checkpoint, len(chunks), int(sizes.sum()), self.activation_budget)
 
-            def copies_output(relative, rotation, cell, atom=atom, layout=layout, pbc=pbc):
-                inputs = rotated_batch(data, atom, layout, relative, rotation, cell, pbc, keys)
-                y = self._evaluate(self.model, inputs, layout.item.numel() if self.per_atom
-                                   else layout.ptr.numel() - 1, "model", layout.ptr.numel() - 1)
-                return self.output.rotate(y, rotation[layout.copy] if self.per_atom else rotation)
+        def backbone(chunk: CopyChunk, pos, cell):
+            layout, copies = chunk.layout, chunk.stop - chunk.start
+            pbc = s.pbc[frames.pool[chunk.start:chunk.stop]] if s.pbc is not None else None
+            inputs = copies_batch(data, layout.item, layout, pos, cell, pbc, keys)
+            return self._evaluate(self.model, inputs, layout.item.numel() if self.per_atom
+                                  else copies, "model", copies)
 
-            y = run(copies_output, atom.numel(), relative, rotation[a:b], cell)
-            if self.per_atom:
-                total = _accumulate(total, rows, atom, frames.weights[a:b][layout.copy], y)
-            else:
-                total = _accumulate(total, rows, structure, frames.weights[a:b], y)
-        weight_sum = aux_weight + sum_rows(frames.weights, frames.pool, s.num_structures)  # [B]
-        row_pool = s.batch if self.per_atom else None
-        total = self._add_aux(total, data, rows, aux_weight, row_pool, s.num_structures)
-        return _normalise(total, weight_sum if row_pool is None else weight_sum[row_pool])
+        rows = s.num_atoms if self.per_atom else s.num_structures
+        aux = None
+        if bool((aux_weight > 0).any()):
+            def aux():
+                return self._evaluate(self.aux_model, data, rows, "aux_model", s.num_structures)
+        return average_copies(frames, self.extra_rotation, s.pos, s.cell, s.batch,
+                              s.num_structures, chunks, backbone, output=self.output,
+                              per_atom=self.per_atom, aux=aux, run=run)
 
     # -----------------------------------------------------------------------------------
-    def _atom_frames(self, s: "_Structures"):
+    def _atom_frames(self, s: Structures):
         """Frames pooled per atom, and each atom's receptive-field subgraph (flat layout)."""
         radius = max(self.receptive_field, self.cutoff)
         edge_index, shifts = radius_graph(s.pos, radius, s.batch, **s.periodic)
@@ -231,16 +226,16 @@ class ECSESymmetrizer(torch.nn.Module):
         sub_pos = vectors.new_zeros(sub_atom.numel(), 3).index_copy(0, edge_slot, vectors)
         return frames, (sub_ptr, sub_atom, sub_pos)
 
-    def _forward_atom(self, data: Data, s: "_Structures") -> torch.Tensor:
+    def _forward_atom(self, data: Data, s: Structures) -> torch.Tensor:
         frames, (sub_ptr, sub_atom, sub_pos) = self._atom_frames(s)
         aux_weight = frames.aux_weight  # [N]
-        self._require_aux(aux_weight, s)
-        rotation = self._rotations(frames.frames)
+        self.require_aux(aux_weight, s)
+        rotation = frame_rotations(frames.frames, self.extra_rotation)
         keys = atom_attribute_keys(data)
         total = None
         sizes = sub_ptr.diff()[frames.centre]
         chunks = self._chunks(sizes)
-        run = _ChunkRunner(self.checkpoint, len(chunks), int(sizes.sum()), self.activation_budget)
+        run = ChunkRunner(self.checkpoint, len(chunks), int(sizes.sum()), self.activation_budget)
         for a, b in chunks:
             centre = frames.centre[a:b]  # [C]
             layout = copy_layout(sub_ptr, centre)
@@ -254,42 +249,19 @@ class ECSESymmetrizer(torch.nn.Module):
                 return self.output.rotate(y[layout.ptr[:-1]], rotation)  # centre rows
 
             y = run(centre_output, atom.numel(), sub_pos[layout.item], rotation[a:b])
-            total = _accumulate(total, s.num_atoms, centre, frames.weights[a:b], y)
+            total = accumulate(total, s.num_atoms, centre, frames.weights[a:b], y)
         weight_sum = aux_weight + aux_weight.new_zeros(s.num_atoms).index_add(
             0, frames.pool, frames.weights)
-        total = self._add_aux(total, data, s.num_atoms, aux_weight, None, s.num_structures)
-        atomic = _normalise(total, weight_sum)  # [N, ...]
+        total = self._add_aux(total, data, s.num_atoms, aux_weight, s.num_structures)
+        atomic = normalise(total, weight_sum)  # [N, ...]
         if self.per_atom:
             return atomic
         return atomic.new_zeros(s.num_structures, *atomic.shape[1:]).index_add(0, s.batch, atomic)
 
     # -----------------------------------------------------------------------------------
-    def _rotations(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.extra_rotation is None:
-            return frames
-        return frames @ self.extra_rotation.to(frames.dtype)
-
     def _chunks(self, sizes: torch.Tensor) -> list:
-        """Frame ranges [a, b) whose copies hold at most chunk_size atoms (at least 1 copy).
-
-        With ``checkpoint="auto"`` and more than one chunk, the first chunk is split: its
-        first part (at most chunk_size / 8 atoms) is the probe whose activations are
-        measured, so a projection over the budget costs little memory of its own."""
-        if sizes.numel() == 0:
-            return []
-        end = sizes.cumsum(0).cpu()
-        bounds, start, offset = [], 0, 0
-        while start < end.numel():
-            stop = int(torch.searchsorted(end, offset + self.chunk_size, right=True))
-            stop = max(stop, start + 1)
-            bounds.append((start, stop))
-            start, offset = stop, int(end[stop - 1])
-        if self.checkpoint == "auto" and len(bounds) > 1:
-            first_stop = bounds[0][1]
-            probe = max(1, int(torch.searchsorted(end, self.chunk_size // 8, right=True)))
-            if probe < first_stop:
-                bounds[:1] = [(0, probe), (probe, first_stop)]
-        return bounds
+        """Frame ranges [a, b) of :func:`~torch_pet.ecse.chunks.chunk_bounds`."""
+        return chunk_bounds(sizes, self.chunk_size, self.checkpoint)
 
     def _evaluate(self, model, inputs: Batch, rows: int, name: str,
                   structures: int) -> torch.Tensor:
@@ -309,7 +281,8 @@ class ECSESymmetrizer(torch.nn.Module):
                              f"to end with dims {self.output.shape}, got shape {tuple(y.shape)}")
         return y
 
-    def _require_aux(self, aux_weight: torch.Tensor, s: "_Structures") -> None:
+    def require_aux(self, aux_weight: torch.Tensor, s: Structures) -> None:
+        """Raise if a pool needs the auxiliary model (w_aux > 0) and there is none."""
         if self.aux_model is not None:
             return
         needed = (aux_weight > 0).nonzero().flatten().tolist()
@@ -326,169 +299,17 @@ class ECSESymmetrizer(torch.nn.Module):
             "but aux_model is None; pass aux_model=<an intrinsically invariant/equivariant model, "
             "e.g. PET(distance_only=True)>")
 
-    def _add_aux(self, total, data, rows, aux_weight, row_pool, structures: int):
+    def _add_aux(self, total, data, rows, aux_weight, structures: int):
         if not bool((aux_weight > 0).any()):
             return total
         y_aux = self._evaluate(self.aux_model, data, rows, "aux_model", structures)
-        weight = aux_weight if row_pool is None else aux_weight[row_pool]
-        return _accumulate(total, rows, torch.arange(rows, device=weight.device), weight, y_aux)
-
-
-# ---------------------------------------------------------------------------------------
-
-
-class _ChunkRunner:
-    """Runs the backbone on one chunk of copies after another, with activation
-    checkpointing (recomputation in the backward pass) where ``checkpoint`` asks for it.
-
-    "auto": one chunk needs none; otherwise the first (probe) chunk runs plainly while the
-    bytes of the tensors its backward pass keeps are counted (unique storages, parameters
-    excluded), and the other chunks are checkpointed if that, scaled to all copied atoms,
-    exceeds ``budget``. Under torch.compile (no real storages to count) "auto"
-    checkpoints whenever there is more than one chunk.
-    """
-
-    def __init__(self, checkpoint, num_chunks: int, total_atoms: int, budget: float):
-        self.total_atoms, self.budget = total_atoms, budget
-        self.projected_bytes = None  # measured "auto" estimate (for benchmarks)
-        if checkpoint == "auto":
-            self.use = False if num_chunks <= 1 else \
-                (True if torch.compiler.is_compiling() else None)  # None: measure first
-        else:
-            self.use = bool(checkpoint)
-
-    def __call__(self, fn, atoms: int, *tensors) -> torch.Tensor:
-        if not torch.is_grad_enabled():
-            return fn(*tensors)
-        if self.use is None:
-            saved = _SavedBytes()
-            with saved:
-                y = fn(*tensors)
-            self.projected_bytes = saved.bytes * self.total_atoms / max(atoms, 1)
-            self.use = self.projected_bytes > self.budget
-            return y
-        if not self.use:
-            return fn(*tensors)
-        return torch.utils.checkpoint.checkpoint(fn, *tensors, use_reentrant=False,
-                                                 preserve_rng_state=False,
-                                                 context_fn=_recompute_context)
-
-
-class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
-    """Counts the bytes of the tensors autograd saves for the backward pass (unique
-    storages; leaves that require grad, such as parameters, are not activations)."""
-
-    def __init__(self):
-        self.bytes, self._seen = 0, set()
-
-        def pack(tensor):
-            if not (tensor.is_leaf and tensor.requires_grad):  # parameters, positions
-                storage = tensor.untyped_storage()
-                if storage.data_ptr() not in self._seen:
-                    self._seen.add(storage.data_ptr())
-                    self.bytes += storage.nbytes()
-            return tensor
-
-        super().__init__(pack, lambda tensor: tensor)
-
-
-def _recompute_context():
-    """Checkpoint contexts: the recomputation runs inside PET's double-backward mode if
-    the forward pass did (so that both passes take the same attention path)."""
-    from torch_pet.nn.attention import double_backward_requested
-
-    return contextlib.nullcontext(), (_DoubleBackward() if double_backward_requested()
-                                      else contextlib.nullcontext())
-
-
-class _DoubleBackward:
-    """Re-enterable :func:`torch_pet.nn.attention.double_backward` (checkpoint may
-    recompute a chunk more than once)."""
-
-    def __enter__(self):
-        from torch_pet.nn.attention import double_backward
-
-        self._context = double_backward()
-        return self._context.__enter__()
-
-    def __exit__(self, *exc):
-        return self._context.__exit__(*exc)
-
-
-class _Structures:
-    """Positions, structure index (batch, ptr), per-structure atom counts and periodic cell
-    of the input."""
-
-    def __init__(self, pos, index: StructureIndex, cell, pbc):
-        self.pos, self.index, self.cell, self.pbc = pos, index, cell, pbc
-        self.batch, self.ptr, self.num_structures = index
-        self.num_atoms = pos.shape[0]
-        self.counts = self.ptr.diff()
-        self.periodic = {}
-        if cell is not None:
-            self.periodic["cell"] = cell
-        if pbc is not None:
-            self.periodic["pbc"] = pbc
-
-
-def _read_structures(data: Data) -> _Structures:
-    pos = getattr(data, "pos", None)
-    if not isinstance(pos, torch.Tensor):
-        raise TypeError("ECSESymmetrizer: data.pos must be a torch.Tensor of shape [N, 3], got "
-                        f"{type(pos).__name__}")
-    if pos.dim() != 2 or pos.shape[1] != 3:
-        raise ValueError("ECSESymmetrizer: data.pos must have shape [N, 3], got "
-                         f"{tuple(pos.shape)}")
-    if pos.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"ECSESymmetrizer: data.pos must be float32 or float64, got {pos.dtype}")
-    if pos.shape[0] == 0:
-        raise ValueError("ECSESymmetrizer: the input has no atoms (data.pos is empty)")
-    if not bool(torch.isfinite(pos).all()):
-        raise ValueError("ECSESymmetrizer: data.pos contains NaN or Inf")
-    for name in ("cell", "pbc"):
-        value = getattr(data, name, None)
-        if value is not None and not isinstance(value, torch.Tensor):
-            raise TypeError(f"ECSESymmetrizer: data.{name} must be a torch.Tensor or None, got "
-                            f"{type(value).__name__}")
-    z = getattr(data, "z", None)  # per-atom attributes of another length would not be copied
-    if isinstance(z, torch.Tensor) and (z.dim() == 0 or z.shape[0] != pos.shape[0]):
-        raise ValueError(f"ECSESymmetrizer: data.z has shape {tuple(z.shape)} but data.pos has "
-                         f"{pos.shape[0]} atoms; give one atomic number per row of pos")
-    index = read_structure_index(data, pos, owner="ECSESymmetrizer: ")
-    num_structures = index.num_structures
-    cell, pbc = getattr(data, "cell", None), getattr(data, "pbc", None)
-    if cell is not None:
-        cell = cell.reshape(-1, 3, 3) if cell.numel() == 9 * num_structures else cell
-        if cell.shape != (num_structures, 3, 3):
-            raise ValueError(f"ECSESymmetrizer: data.cell must have shape [B, 3, 3] = "
-                             f"[{num_structures}, 3, 3], got {tuple(cell.shape)}")
-    if pbc is not None:
-        pbc = pbc.reshape(-1, 3) if pbc.numel() == 3 * num_structures else pbc
-        if pbc.shape != (num_structures, 3):
-            raise ValueError(f"ECSESymmetrizer: data.pbc must have shape [B, 3] = "
-                             f"[{num_structures}, 3], got {tuple(pbc.shape)}")
-        if cell is None and bool(pbc.any()):
-            raise ValueError("ECSESymmetrizer: data.pbc is set but data.cell is missing; give the cell")
-    return _Structures(pos, index, cell, pbc)
-
-
-def _accumulate(total, rows: int, index: torch.Tensor, weight: torch.Tensor, y: torch.Tensor):
-    """total[index[k]] += weight[k] * y[k] (total created on first use)."""
-    weighted = y * weight.to(y.dtype).reshape(-1, *([1] * (y.dim() - 1)))
-    if total is None:
-        total = weighted.new_zeros(rows, *y.shape[1:])
-    return add_rows(total, index, weighted)
-
-
-def _normalise(total: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:
-    """total / weight_sum per row; rows without any weight (empty structures) stay 0."""
-    weight_sum = torch.where(weight_sum > 0, weight_sum, torch.ones_like(weight_sum))
-    return total / weight_sum.to(total.dtype).reshape(-1, *([1] * (total.dim() - 1)))
+        return accumulate(total, rows, torch.arange(rows, device=aux_weight.device), aux_weight,
+                          y_aux)
 
 
 def _outer_cutoff(model, cutoff) -> float:
     if cutoff is None:
-        model_cutoff = getattr(model, "cutoff", None)
+        model_cutoff = backbone_info(model).cutoff
         if model_cutoff is None:
             raise ValueError("ECSESymmetrizer: the model has no `cutoff` attribute; pass cutoff= "
                              "(R_out of the ECSE frames, in Å; at most 10 is customary)")
@@ -501,7 +322,7 @@ def _outer_cutoff(model, cutoff) -> float:
 
 def _receptive_field(model, receptive_field) -> float:
     if receptive_field is None:
-        receptive_field = getattr(model, "receptive_field", None)
+        receptive_field = backbone_info(model).receptive_field
         if receptive_field is None:
             raise ValueError("ECSESymmetrizer: mode='atom' needs the backbone's receptive field "
                              "(the radius beyond which atoms cannot change an atom's output: "

@@ -14,7 +14,9 @@ stress are autograd derivatives of the exported program.
 Structure mode only (the default; atom mode's receptive-field subgraphs are not covered),
 PET backbones (and PET or no auxiliary model), all copies in one backbone call (no chunks
 and no activation checkpointing: memory grows with frames x atoms, as with
-``checkpoint=False``). Results agree with the eager wrapper to round-off; with pruning on,
+``checkpoint=False``). The differentiable body is the eager wrapper's own
+(:func:`~torch_pet.ecse.average.average_copies`). Results agree with the eager wrapper to
+round-off; with pruning on,
 the frames eager pruning drops keep weights <= ``weight_eps`` inside the graph
 (:func:`~torch_pet.ecse.frames.prune_weights` with ``drop=False``).
 
@@ -27,13 +29,13 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from torch_pet.ecse.frames import FrameStructure, frame_structure, frames_from_structure
-from torch_pet.ecse.rotate import copy_layout, rotate_back
-from torch_pet.ecse.symmetrizer import (ECSESymmetrizer, _accumulate, _normalise,
-                                        _read_structures, call_model)
+from torch_pet.ecse.average import CopyChunk, average_copies
+from torch_pet.ecse.frame_structure import FrameStructure, frame_structure, frames_from_structure
+from torch_pet.ecse.rotate import CopyLayout, copy_layout
+from torch_pet.ecse.structures import read_structures
+from torch_pet.ecse.symmetrizer import ECSESymmetrizer, call_model
 from torch_pet.export.pet import (PETGraphModel, check_traced_dtype, graph_edge_vectors,
                                   graph_inputs, traced_dtype)
-from torch_pet.nn.rows import sum_rows, take_rows
 from torch_pet.ops.radius_graph import edge_vectors, radius_graph
 
 __all__ = ["ECSEGraphModel", "ecse_graph_inputs", "export_ecse", "ExportedECSE"]
@@ -79,7 +81,7 @@ def ecse_graph_inputs(wrapper: ECSESymmetrizer, data) -> Dict[str, Tensor]:
         aux_neighbour, ... (its own PET graph of the input)
     """
     _check_exportable(wrapper)
-    s = _read_structures(data)
+    s = read_structures(data)
     base = graph_inputs(wrapper.model, data)
     inputs = {key: base[key] for key in ("species", "pos", "cell", "batch")}
     pos = s.pos.detach()
@@ -88,9 +90,9 @@ def ecse_graph_inputs(wrapper: ECSESymmetrizer, data) -> Dict[str, Tensor]:
         edge_index, shifts = radius_graph(pos, wrapper.cutoff, s.batch, **s.periodic)
         vectors = edge_vectors(pos, edge_index, shifts, s.cell, s.batch)
     structure = frame_structure(vectors, edge_index[1], s.num_atoms, s.batch, s.num_structures,
-                                outer_cutoff=wrapper.cutoff, **wrapper.frame_options)
+                                outer_cutoff=wrapper.cutoff, options=wrapper.frame_options)
     if wrapper.aux_model is None:  # the wrapper's own check: degenerate structures need it
-        wrapper._require_aux(structure.aux_weight * (s.counts > 0), s)
+        wrapper.require_aux(structure.aux_weight * (s.counts > 0), s)
     # Pair columns as separate tensors: a [P, 2] input would be duck-sized with B = 2 under
     # torch.compile(dynamic=True) (see graph_inputs).
     inputs.update(ecse_neighbour=edge_index[0].clone(), ecse_centre=edge_index[1].clone(),
@@ -142,14 +144,14 @@ class ECSEGraphModel(torch.nn.Module):
         self.backbone = PETGraphModel(wrapper.model, attention)
         self.aux = None if wrapper.aux_model is None else PETGraphModel(wrapper.aux_model, attention)
         self.outer_cutoff, self.o3 = wrapper.cutoff, wrapper.o3
-        self.frame_options = dict(wrapper.frame_options)
+        self.frame_options = wrapper.frame_options  # a FrameOptions: nothing to coerce in the graph
         self.output, self.per_atom = wrapper.output, wrapper.per_atom
         self.register_buffer("extra_rotation", None if wrapper.extra_rotation is None
                              else wrapper.extra_rotation.clone())
 
     def forward(self, inputs: Dict[str, Tensor]) -> Tensor:
         species, pos, cell, batch = (inputs[k] for k in ("species", "pos", "cell", "batch"))
-        num_atoms, num_structures = pos.shape[0], cell.shape[0]
+        num_structures = cell.shape[0]
         vectors = graph_edge_vectors(pos, cell, batch, inputs["ecse_neighbour"],
                                      inputs["ecse_centre"], inputs["ecse_shifts"])
         structure = FrameStructure(
@@ -158,33 +160,23 @@ class ECSEGraphModel(torch.nn.Module):
             inputs["kept"])
         frames = frames_from_structure(vectors, inputs["ecse_centre"], batch, num_structures,
                                        structure, outer_cutoff=self.outer_cutoff, o3=self.o3,
-                                       **self.frame_options)
-        rotation = frames.frames  # [C, 3, 3]
-        if self.extra_rotation is not None:
-            rotation = rotation @ self.extra_rotation.to(rotation.dtype)
-
+                                       options=self.frame_options)
+        # All copies in one chunk: copy c of structure pool[c] repeats its atoms and PET edges.
         copy, atom = inputs["copy_index"], inputs["copy_atom"]  # [M]
-        relative = pos.index_select(0, atom) - pos.index_select(0, frames.centre).index_select(0, copy)
-        rotated = torch.bmm(relative.unsqueeze(1), rotation.index_select(0, copy)).squeeze(1)
-        y = self.backbone(species.index_select(0, atom), rotated,
-                          cell.index_select(0, frames.pool) @ rotation, copy,
-                          *(inputs[f"copy_{key}"] for key in _PET_GRAPH))  # [C or M, out]
-        if self.per_atom:
-            y = rotate_back(y, rotation.index_select(0, copy), self.output)
-            total = _accumulate(None, num_atoms, atom, frames.weights.index_select(0, copy), y)
-        else:
-            y = rotate_back(y, rotation, self.output)
-            total = _accumulate(None, num_structures, frames.pool, frames.weights, y)
-        weight_sum = frames.aux_weight + sum_rows(frames.weights, frames.pool, num_structures)
-        if self.per_atom:
-            weight_sum = take_rows(weight_sum, batch)
+        chunk = CopyChunk(0, frames.frames.shape[0], CopyLayout(copy, atom, None))
+
+        def backbone(chunk, copy_pos, copy_cell):
+            return self.backbone(species.index_select(0, atom), copy_pos, copy_cell, copy,
+                                 *(inputs[f"copy_{key}"] for key in _PET_GRAPH))
+
+        aux = None
         if self.aux is not None:
-            y_aux = self.aux(species, pos, cell, batch, *(inputs[f"aux_{key}"] for key in _PET_GRAPH))
-            aux_weight = take_rows(frames.aux_weight, batch) if self.per_atom \
-                else frames.aux_weight
-            total = _accumulate(total, total.shape[0], torch.arange(total.shape[0],
-                                device=total.device), aux_weight, y_aux)
-        return _normalise(total, weight_sum)
+            def aux():
+                return self.aux(species, pos, cell, batch,
+                                *(inputs[f"aux_{key}"] for key in _PET_GRAPH))
+        return average_copies(frames, self.extra_rotation, pos, cell, batch, num_structures,
+                              [chunk], backbone, output=self.output, per_atom=self.per_atom,
+                              aux=aux)
 
 
 def export_ecse(wrapper: ECSESymmetrizer, example, *, attention: Optional[str] = None):

@@ -1,7 +1,10 @@
 """torch.compile / torch.export of PET: the differentiable part after the graph build.
 
-:class:`PETGraphModel` — PET from positions *plus* the integer structure (neighbour list,
-reverse-edge map, padded slots) to energies — has no data-dependent shapes or control flow:
+PET's forward is two steps (:mod:`torch_pet.nn.pet_graph`): eager inputs, then the
+tensor-only :meth:`PET.forward_inputs <torch_pet.PET.forward_inputs>`. Here the inputs are
+flattened into tensors (:func:`graph_inputs`) and :class:`PETGraphModel` — PET from
+positions *plus* the integer structure (neighbour list, reverse-edge map, padded slots) to
+energies, by the same ``forward_inputs`` — has no data-dependent shapes or control flow:
 ``torch.compile(..., fullgraph=True, dynamic=True)`` captures it in one graph, and
 ``torch.export`` exports it with dynamic N (atoms), E (edges), K (max neighbours) and B
 (structures). Forces and stress are autograd derivatives of the exported program
@@ -18,12 +21,11 @@ import torch
 from torch import Tensor
 
 from torch_pet.nn.attention import resolve_attention
-from torch_pet.nn.edge_layout import EdgeLayout, build_edge_layout
-from torch_pet.nn.pet_conv import sequence_weights
-from torch_pet.nn.rows import add_rows, sum_rows
+from torch_pet.nn.edge_layout import layout_from_slots
+from torch_pet.nn.pet_graph import PETGraph, PETInputs, graph_edge_vectors
 
 __all__ = ["graph_inputs", "graph_edge_vectors", "PETGraphModel", "export_pet", "ExportedPET",
-           "GRAPH_INPUTS"]
+           "GRAPH_INPUTS", "pet_inputs"]
 
 #: Argument order of :meth:`PETGraphModel.forward` (the exported program's inputs).
 GRAPH_INPUTS = ("species", "pos", "cell", "batch", "neighbour", "centre", "shifts", "reverse",
@@ -31,64 +33,45 @@ GRAPH_INPUTS = ("species", "pos", "cell", "batch", "neighbour", "centre", "shift
 
 
 def graph_inputs(model, data) -> Dict[str, Tensor]:
-    """The integer structure PET needs for ``data``, built eagerly, plus pos and cell.
+    """:meth:`PET.prepare <torch_pet.PET.prepare>` of ``data`` as the tensors of
+    :data:`GRAPH_INPUTS` (built eagerly).
 
     Non-periodic structures get a zero cell (their shifts are zero). ``slot_mask`` [N, K]
     carries K, the padded per-centre width, as a shape. The two rows of ``edge_index`` are
-    passed as two separate tensors (copies, not views): under torch.compile's duck shaping
-    a [2, E] input (or its base) would share its size-2 dimension with B = 2, and PyG's
+    separate tensors (copies, not views): under torch.compile's duck shaping a [2, E] input
+    (or its base) would share its size-2 dimension with B = 2, and PyG's
     ``edge_index.size(0) != 2`` check would then specialise B.
 
     Shapes:
         -> species [N], pos [N, 3], cell [B, 3, 3], batch [N], neighbour [E], centre [E]
         (sorted), shifts [E, 3], reverse [E], slot [E], slot_mask [N, K]
     """
-    from torch_pet import ops
-    from torch_pet.inputs import check_graph, read_structure_index
-
-    pos = getattr(data, "pos", None)
-    species = model._species_index(getattr(data, "z", None), pos, prefix="data.")
-    index = read_structure_index(data, pos)  # batch derived from ptr if dropped
-    batch, num_graphs = index.batch, index.num_structures
-    cell, pbc = getattr(data, "cell", None), getattr(data, "pbc", None)
-    if getattr(data, "pet_edge_index", None) is None:
-        with torch.no_grad():
-            edge_index, shifts = ops.radius_graph(pos.detach(), model.cutoff, batch, cell=cell,
-                                                  pbc=pbc)
-    else:  # the user's neighbour list, checked as PET checks it
-        edge_index, shifts = check_graph(data.pet_edge_index, getattr(data, "pet_shifts", None),
-                                         pos, index, cell, pbc, model.cutoff,
-                                         names=("data.pet_edge_index", "data.pet_shifts"))
-    reverse = ops.reverse_edge_index(edge_index, shifts)
-    layout = build_edge_layout(edge_index[1], pos.shape[0])
+    inputs = model.prepare(data)
+    graph, cell = inputs.graph, inputs.cell
     if cell is None:
-        cell = pos.new_zeros(num_graphs, 3, 3)
-    cell = cell.reshape(-1, 3, 3).expand(num_graphs, 3, 3)  # a shared [3, 3] cell too
-    return dict(species=species, pos=pos, cell=cell, batch=batch,
-                neighbour=edge_index[0].clone(), centre=edge_index[1].clone(),  # not views
-                shifts=shifts, reverse=reverse, slot=layout.slot,
-                slot_mask=layout.mask)
+        cell = inputs.pos.new_zeros(inputs.num_structures, 3, 3)
+    return dict(species=inputs.species, pos=inputs.pos, cell=cell, batch=inputs.batch,
+                neighbour=graph.neighbour, centre=graph.centre, shifts=graph.shifts,
+                reverse=graph.layout.reverse, slot=graph.layout.slot,
+                slot_mask=graph.layout.mask)
 
 
-def graph_edge_vectors(pos: Tensor, cell: Tensor, batch: Tensor, neighbour: Tensor,
-                       centre: Tensor, shifts: Tensor) -> Tensor:
-    """r_ij = pos[j] - pos[i] + shift · cell[batch[i]] for every edge, with no branch on the
-    sizes (zero cells for molecules).
-
-    Shapes:
-        pos [N, 3], cell [B, 3, 3], batch [N], neighbour, centre [E], shifts [E, 3] -> [E, 3]
-    """
-    edge_cell = cell.index_select(0, batch.index_select(0, centre))  # [E, 3, 3]
-    return pos.index_select(0, neighbour) - pos.index_select(0, centre) + torch.bmm(
-        shifts.to(pos.dtype).unsqueeze(1), edge_cell).squeeze(1)
+def pet_inputs(species: Tensor, pos: Tensor, cell: Tensor, batch: Tensor, neighbour: Tensor,
+               centre: Tensor, shifts: Tensor, reverse: Tensor, slot: Tensor,
+               slot_mask: Tensor) -> PETInputs:
+    """The :class:`~torch_pet.nn.pet_graph.PETInputs` that :func:`graph_inputs` flattened
+    (inside a traced graph: B is ``cell``'s first size, N and K ``slot_mask``'s shape)."""
+    layout = layout_from_slots(centre, slot, slot_mask, reverse)
+    return PETInputs(species, pos, cell, batch, cell.shape[0],
+                     PETGraph(neighbour, centre, shifts, layout))
 
 
 class PETGraphModel(torch.nn.Module):
     """PET (shared weights) from positions and a prebuilt graph: no data-dependent shapes.
 
-    Mirrors :meth:`torch_pet.PET._atomic_contributions` with the edge layout assembled from
-    ``slot`` and ``slot_mask`` instead of counted from the data (``tests/test_export.py``
-    checks that both agree).
+    Calls :meth:`PET.forward_inputs <torch_pet.PET.forward_inputs>`, the body
+    ``model(data)`` runs too, on the inputs :func:`pet_inputs` rebuilds from the tensors
+    of :func:`graph_inputs`.
 
     Args:
         model: a :class:`~torch_pet.PET`.
@@ -108,33 +91,9 @@ class PETGraphModel(torch.nn.Module):
     def forward(self, species: Tensor, pos: Tensor, cell: Tensor, batch: Tensor,
                 neighbour: Tensor, centre: Tensor, shifts: Tensor, reverse: Tensor,
                 slot: Tensor, slot_mask: Tensor) -> Tensor:
-        model = self.model
-        num_nodes, max_neighbours = slot_mask.shape
-        edge_index = torch.stack([neighbour, centre])  # [2, E]
-        vectors = graph_edge_vectors(pos, cell, batch, neighbour, centre, shifts)
-        index = centre * max_neighbours + slot
-        layout = EdgeLayout(centre, slot, index, index + centre + 1, None, slot_mask,
-                            num_nodes, max_neighbours, reverse)
-
-        length = vectors.norm(dim=-1)  # [E]
-        cutoff_weight = model.cutoff_fn(length)  # [E]
-        features = length[:, None] if model.distance_only else \
-            torch.cat([vectors, length[:, None]], dim=1)  # [E, 1 or 4]
-        key_weight = sequence_weights(cutoff_weight, layout)  # [N, K+1]
-        message = model.neighbour_embedding(species.index_select(0, neighbour))  # [E, C]
-        atomic = model.self_energies.index_select(0, species)  # [N, out]
-        for k, (block, atomic_head, bond_head) in enumerate(
-                zip(model.blocks, model.atomic_heads, model.bond_heads)):
-            central, tokens = block(species, edge_index, features, message, cutoff_weight,
-                                    layout=layout, key_weight=key_weight,
-                                    attention=self.attention)
-            bonds = cutoff_weight[:, None] * bond_head(tokens)  # [E, out]
-            atomic = atomic + add_rows(atomic_head(central), centre, bonds)
-            if k + 1 < model.num_blocks:
-                message = 0.5 * (message + tokens.index_select(0, reverse))
-        if model.per_atom:
-            return atomic
-        return sum_rows(atomic, batch, cell.shape[0])
+        inputs = pet_inputs(species, pos, cell, batch, neighbour, centre, shifts, reverse,
+                            slot, slot_mask)
+        return self.model.forward_inputs(inputs, attention=self.attention)
 
 
 def export_pet(model, example, *, attention: Optional[str] = None):

@@ -8,7 +8,8 @@ tensor whose row i holds centre i's edges in slots 0..deg(i)-1 and padding after
 Edges must be sorted by centre (``edge_index[1]``), as ``radius_graph`` returns them; edge
 e then sits in slot ``slot[e] = e - ptr[centre[e]]`` of row ``centre[e]``, and its flat
 position in the padded tensor is ``index[e] = centre[e] * K + slot[e]``. All index
-computations happen once, in :func:`build_edge_layout`; the conversions are one
+formulas live in :func:`layout_from_slots` (which :func:`build_edge_layout` ends with; the
+export path calls it on slots built eagerly); the conversions are one
 ``index_copy`` / ``index_select`` each (differentiable any number of times).
 
 Round-trip invariants (tested in ``tests/nn/test_edge_layout.py``):
@@ -37,7 +38,8 @@ class EdgeLayout(NamedTuple):
 
     Shapes:
         centre [E], slot [E], index [E] (= centre * K + slot), sequence_index [E]
-        (= centre * (K+1) + slot + 1), ptr [N+1], mask [N, K], reverse [E] or None
+        (= centre * (K+1) + slot + 1), ptr [N+1] (None when built from slots), mask [N, K],
+        reverse [E] or None
     """
 
     centre: torch.Tensor
@@ -85,10 +87,23 @@ def build_edge_layout(centre: torch.Tensor, num_nodes: int,
     torch.cumsum(counts, 0, out=ptr[1:])
     max_neighbours = int(counts.max()) if num_edges > 0 else 0
     slot = torch.arange(num_edges, device=device) - ptr[centre]
-    index = centre * max_neighbours + slot
-    sequence_index = index + centre + 1
     mask = torch.arange(max_neighbours, device=device) < counts[:, None]  # [N, K]
-    return EdgeLayout(centre, slot, index, sequence_index, ptr, mask, num_nodes,
+    return layout_from_slots(centre, slot, mask, reverse, ptr=ptr)
+
+
+def layout_from_slots(centre: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor,
+                      reverse: Optional[torch.Tensor] = None, *,
+                      ptr: Optional[torch.Tensor] = None) -> EdgeLayout:
+    """The layout of edges whose slots are known: no data-dependent shapes or host reads
+    (N and K are ``mask``'s shape), so torch.compile/torch.export trace it with dynamic
+    sizes. ``slot``/``mask`` as :func:`build_edge_layout` returns them (not checked).
+
+    Shapes:
+        centre [E], slot [E], mask [N, K], reverse [E], ptr [N+1] -> :class:`EdgeLayout`
+    """
+    num_nodes, max_neighbours = mask.shape
+    index = centre * max_neighbours + slot
+    return EdgeLayout(centre, slot, index, index + centre + 1, ptr, mask, num_nodes,
                       max_neighbours, reverse)
 
 

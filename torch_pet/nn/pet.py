@@ -9,8 +9,8 @@ from torch import Tensor
 from torch_pet.config import fields_doc
 from torch_pet.nn.attention import resolve_attention
 from torch_pet.nn.cutoff import Cutoff
-from torch_pet.nn.edge_layout import build_edge_layout
 from torch_pet.nn.pet_config import PETConfig
+from torch_pet.nn.pet_graph import PETGraph, PETInputs, build_graph, graph_edge_vectors, species_of
 from torch_pet.nn.pet_conv import PETConv, sequence_weights
 from torch_pet.nn.rows import add_rows, sum_rows
 
@@ -32,12 +32,14 @@ class PET(torch.nn.Module):
 
     .. math::
         m_{ji}^{(k)} = \tfrac12\big(m_{ji}^{(k-1)} + x_{ij}^{(k)}\big), \qquad
-        \varepsilon_i = \sum_k \Big[H_c^{(k)}(c_i^{(k)})
+        \varepsilon_i = s \sum_k \Big[H_c^{(k)}(c_i^{(k)})
             + \sum_j f_c(r_{ij})\, H_b^{(k)}(x_{ij}^{(k)})\Big] + e_{\mathrm{self}}(Z_i),
 
     and the prediction is :math:`\sum_{i \in b} \varepsilon_i` per structure :math:`b`
-    (or :math:`\varepsilon_i` with ``per_atom=True``). The raw backbone is not rotationally
-    invariant (it sees Cartesian edge vectors); wrap it in
+    (or :math:`\varepsilon_i` with ``per_atom=True``); :math:`s` is the output scale (buffer
+    ``output_scale`` [out], default 1), fitted by the Trainer so that the heads' terms start
+    at the targets' scale (:mod:`torch_pet.training.output_scale`). The raw backbone is not
+    rotationally invariant (it sees Cartesian edge vectors); wrap it in
     :class:`~torch_pet.ECSESymmetrizer` for exact symmetry, or use ``distance_only=True``.
 
     Call it as ``model(data)`` on a PyG ``Data``/``Batch`` with ``z`` [N] (long), ``pos``
@@ -82,12 +84,14 @@ class PET(torch.nn.Module):
         lookup[torch.tensor(species)] = torch.arange(len(species))
         self.register_buffer("species_index", lookup, persistent=False)
         self.register_buffer("self_energies", torch.zeros(len(species), out_channels))
+        # s of every output channel, on all the heads' terms (fitted by the Trainer)
+        self.register_buffer("output_scale", torch.ones(out_channels))
 
         self.neighbour_embedding = torch.nn.Embedding(len(species), hidden_channels)
         self.blocks = torch.nn.ModuleList([
             PETConv(hidden_channels, len(species), config.num_heads, config.num_layers,
                     config.ff_channels, geometry_channels=1 if distance_only else 4,
-                    attention=config.attention)
+                    attention=config.attention, block=config.block)
             for _ in range(num_blocks)])
         self.atomic_heads = torch.nn.ModuleList(
             [_head(hidden_channels, config.head_channels, out_channels)
@@ -117,15 +121,7 @@ class PET(torch.nn.Module):
     def forward(self, data) -> Tensor:
         """``model(data)`` on a PyG ``Data``/``Batch`` (see the class docstring); its
         ``batch`` or ``ptr`` (or both, agreeing) give the structure of each atom."""
-        from torch_pet.inputs import read_structure_index
-
-        z, pos = getattr(data, "z", None), getattr(data, "pos", None)
-        species = self._species_index(z, pos, prefix="data.")
-        index = read_structure_index(data, pos, prefix="data.")
-        return self._predict(species, pos, index, getattr(data, "cell", None),
-                             getattr(data, "pbc", None), getattr(data, "pet_edge_index", None),
-                             getattr(data, "pet_shifts", None),
-                             ("data.pet_edge_index", "data.pet_shifts"))
+        return self.forward_inputs(self.prepare(data))
 
     def forward_tensors(self, z: Tensor, pos: Tensor, batch: Optional[Tensor] = None, *,
                         cell: Optional[Tensor] = None, pbc: Optional[Tensor] = None,
@@ -142,113 +138,96 @@ class PET(torch.nn.Module):
         """
         from torch_pet.inputs import structure_index
 
-        species = self._species_index(z, pos)
+        species = species_of(z, pos, self.species_index, self.species, self.self_energies)
         index = structure_index(batch, ptr, pos.shape[0], pos.device, num_structures=num_graphs)
-        return self._predict(species, pos, index, cell, pbc, edge_index, shifts,
-                             ("edge_index", "shifts"))
+        return self.forward_inputs(self._inputs(species, pos, index, cell, pbc, edge_index,
+                                                shifts, ("edge_index", "shifts")))
 
-    def _predict(self, species: Tensor, pos: Tensor, index, cell, pbc, edge_index, shifts,
-                 names) -> Tensor:
-        """The prediction for validated species and structure index (``StructureIndex``)."""
-        from torch_pet import ops
-        from torch_pet.inputs import check_graph
+    def prepare(self, data) -> PETInputs:
+        """Step 1 of the forward pass (eager, see :mod:`torch_pet.nn.pet_graph`): the checked
+        species and structure index of ``data`` and its graph (``data.pet_edge_index`` /
+        ``data.pet_shifts`` if given, else ``radius_graph`` at the cutoff).
 
-        batch, num_graphs = index.batch, index.num_structures
+        Shapes:
+            data.z [N], data.pos [N, 3] -> :class:`~torch_pet.nn.pet_graph.PETInputs`
+        """
+        from torch_pet.inputs import read_structure_index
+
+        z, pos = getattr(data, "z", None), getattr(data, "pos", None)
+        species = species_of(z, pos, self.species_index, self.species, self.self_energies,
+                             prefix="data.")
+        index = read_structure_index(data, pos, prefix="data.")
+        return self._inputs(species, pos, index, getattr(data, "cell", None),
+                            getattr(data, "pbc", None), getattr(data, "pet_edge_index", None),
+                            getattr(data, "pet_shifts", None),
+                            ("data.pet_edge_index", "data.pet_shifts"))
+
+    def _inputs(self, species: Tensor, pos: Tensor, index, cell, pbc, edge_index, shifts,
+                names) -> PETInputs:
         if isinstance(cell, Tensor) and cell.dim() == 2:
             cell = cell.unsqueeze(0)
         if isinstance(pbc, Tensor) and pbc.dim() == 1:
             pbc = pbc.unsqueeze(0)
-        if edge_index is None:
-            if shifts is not None:
-                raise ValueError(f"{names[1]} is given without {names[0]}; pass both or neither")
-            with torch.no_grad():
-                edge_index, shifts = ops.radius_graph(pos.detach(), self.cutoff, batch,
-                                                      cell=cell, pbc=pbc)
-        else:
-            edge_index, shifts = check_graph(edge_index, shifts, pos, index, cell, pbc,
-                                             self.cutoff, names=names)
-        vectors = ops.edge_vectors(pos, edge_index, shifts, cell=cell, batch=batch)  # [E, 3]
-        reverse = ops.reverse_edge_index(edge_index, shifts)
-        atomic = self._atomic_contributions(species, edge_index, vectors, reverse)
+        graph = build_graph(pos, index, cell, pbc, self.cutoff, edge_index, shifts, names)
+        if cell is not None:  # one cell per structure (a shared [1, 3, 3] cell too)
+            cell = cell.expand(index.num_structures, 3, 3)
+        return PETInputs(species, pos, cell, index.batch, index.num_structures, graph)
+
+    def forward_inputs(self, inputs: PETInputs, attention: Optional[str] = None) -> Tensor:
+        """Step 2 of the forward pass: the prediction from prepared inputs, with tensor
+        operations only (no data-dependent shapes, no host reads), so torch.export and
+        ``torch.compile(fullgraph=True)`` capture it (:mod:`torch_pet.export`).
+
+        Args:
+            inputs: from :meth:`prepare` (or rebuilt inside an exported program).
+            attention: "fused" or "explicit"; default: PET's own choice
+                (:func:`~torch_pet.nn.attention.resolve_attention`).
+
+        Shapes:
+            inputs -> [B, out] (or [N, out] if per_atom)
+        """
+        graph = inputs.graph
+        vectors = graph_edge_vectors(inputs.pos, inputs.cell, inputs.batch, graph.neighbour,
+                                     graph.centre, graph.shifts)  # [E, 3]
+        if attention is None:
+            attention = resolve_attention(self.attention, self.training)
+        atomic = self.atomic_contributions(inputs.species, graph, vectors, attention)
         if self.per_atom:
             return atomic
-        return sum_rows(atomic, batch, num_graphs)
+        return sum_rows(atomic, inputs.batch, inputs.num_structures)
 
-    def _atomic_contributions(self, species: Tensor, edge_index: Tensor, vectors: Tensor,
-                              reverse: Tensor) -> Tensor:
+    def atomic_contributions(self, species: Tensor, graph: PETGraph, vectors: Tensor,
+                             attention: str) -> Tensor:
         """ε_i of every atom, self energies included.
 
         Shapes:
-            species [N], edge_index [2, E], vectors [E, 3], reverse [E] -> [N, out]
+            species [N], graph (E edges, K slots), vectors [E, 3] -> [N, out]
         """
-        num_nodes = species.shape[0]
-        centre = edge_index[1]
+        centre, layout = graph.centre, graph.layout
+        edge_index = torch.stack([graph.neighbour, centre])  # [2, E]
         length = vectors.norm(dim=-1)  # [E]
         cutoff_weight = self.cutoff_fn(length)  # [E]
         features = length[:, None] if self.distance_only else \
             torch.cat([vectors, length[:, None]], dim=1)  # [E, 1 or 4]
-        layout = build_edge_layout(centre, num_nodes, reverse, check=False)  # sorted, in range
         key_weight = sequence_weights(cutoff_weight, layout)  # [N, K+1]
-        mode = resolve_attention(self.attention, self.training)
 
-        message = self.neighbour_embedding(species[edge_index[0]])  # m^(0) [E, C]
-        atomic = self.self_energies[species]  # [N, out]
+        message = self.neighbour_embedding(species.index_select(0, graph.neighbour))  # [E, C]
+        atomic = self.self_energies.index_select(0, species)  # [N, out]
         for k, (block, atomic_head, bond_head) in enumerate(
                 zip(self.blocks, self.atomic_heads, self.bond_heads)):
             central, tokens = block(species, edge_index, features, message, cutoff_weight,
-                                    layout=layout, key_weight=key_weight, attention=mode)
+                                    layout=layout, key_weight=key_weight, attention=attention)
             bonds = cutoff_weight[:, None] * bond_head(tokens)  # [E, out]
-            atomic = atomic + add_rows(atomic_head(central), centre, bonds)
+            atomic = atomic + self.output_scale * add_rows(atomic_head(central), centre, bonds)
             if k + 1 < self.num_blocks:
-                message = 0.5 * (message + tokens[reverse])
+                message = 0.5 * (message + tokens.index_select(0, layout.reverse))
         return atomic
 
-    def _species_index(self, z, pos, prefix: str = "") -> Tensor:
-        """Index of each atom's species in the model's list; checks z and pos.
-
-        Shapes:
-            z [N], pos [N, 3] -> [N]
-        """
-        if not isinstance(z, Tensor):
-            raise TypeError(f"{prefix}z must be a torch.Tensor of atomic numbers [N], got "
-                            f"{type(z).__name__}")
-        if not isinstance(pos, Tensor):
-            raise TypeError(f"{prefix}pos must be a torch.Tensor [N, 3], got {type(pos).__name__}")
-        if z.dtype.is_floating_point or z.dtype.is_complex or z.dtype == torch.bool:
-            raise TypeError(f"{prefix}z must be an integer tensor of atomic numbers, got "
-                            f"{z.dtype}; convert it with z.long()")
-        if z.dim() != 1:
-            raise ValueError(f"{prefix}z must be a 1-D tensor of atomic numbers [N], got shape "
-                             f"{tuple(z.shape)}")
-        if pos.dim() != 2 or pos.shape[1] != 3 or pos.shape[0] != z.shape[0]:
-            raise ValueError(f"{prefix}pos must have shape [N, 3] with N = len(z) = "
-                             f"{z.shape[0]}, got {tuple(pos.shape)}")
-        if not pos.is_floating_point():
-            raise TypeError(f"{prefix}pos must be floating point (the model's "
-                            f"{self.self_energies.dtype}), got {pos.dtype}")
-        if pos.dtype != self.self_energies.dtype:
-            raise TypeError(f"{prefix}pos is {pos.dtype} but the model is "
-                            f"{self.self_energies.dtype}; convert one (model.double() or "
-                            f"pos.to(...))")
-        if z.device != pos.device or pos.device != self.self_energies.device:
-            raise ValueError(f"{prefix}z is on {z.device} and {prefix}pos on {pos.device}, the "
-                             f"model on {self.self_energies.device}; move them to one device")
-        z = z.long()
-        lookup = self.species_index
-        known = (z >= 0) & (z < lookup.shape[0])
-        index = lookup[z.clamp(0, lookup.shape[0] - 1)]
-        unknown = ~known | (index < 0)
-        not_finite, any_unknown = torch.stack([~torch.isfinite(pos).all(),
-                                               unknown.any()]).tolist()  # one host sync
-        if not_finite:
-            atom = int((~torch.isfinite(pos).all(1)).nonzero()[0, 0])
-            raise ValueError(f"{prefix}pos contains NaN or Inf (first at atom {atom}); check the "
-                             "input structure")
-        if any_unknown:
-            bad = sorted(set(z[unknown].tolist()))
-            raise ValueError(f"{prefix}z: atomic number(s) {bad} are not among the model's "
-                             f"species {self.species}; build PET(species=...) covering the data")
-        return index
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before output scaling existed: output_scale = 1 (what they computed)
+        if prefix + "self_energies" in state_dict and prefix + "output_scale" not in state_dict:
+            state_dict[prefix + "output_scale"] = torch.ones_like(self.output_scale)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def __repr__(self) -> str:
         shown = [f"species={len(self.species)}"] + [
