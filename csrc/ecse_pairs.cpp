@@ -9,6 +9,8 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 
+#include "kernels/common.h"  // TORCH_PET_LIBRARY
+
 namespace torch_pet {
 
 void check_ecse_pairs_args(const at::Tensor& edge_vectors, const at::Tensor& centre_ptr,
@@ -46,7 +48,7 @@ void check_ecse_pairs_args(const at::Tensor& edge_vectors, const at::Tensor& cen
   }
 }
 
-TORCH_LIBRARY_FRAGMENT(torch_pet, m) {
+TORCH_LIBRARY_FRAGMENT(TORCH_PET_LIBRARY, m) {
   m.def("ecse_pairs(Tensor edge_vectors, Tensor centre_ptr, Tensor radius, float s_min, "
         "bool ordered) -> Tensor");
 }

@@ -11,6 +11,8 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 
+#include "kernels/common.h"  // TORCH_PET_LIBRARY
+
 namespace torch_pet {
 
 void check_reverse_edge_index_args(const at::Tensor& edge_index, const at::Tensor& shifts) {
@@ -28,7 +30,7 @@ void check_reverse_edge_index_args(const at::Tensor& edge_index, const at::Tenso
               edge_index.device(), " and ", shifts.device());
 }
 
-TORCH_LIBRARY_FRAGMENT(torch_pet, m) {
+TORCH_LIBRARY_FRAGMENT(TORCH_PET_LIBRARY, m) {
   m.def("reverse_edge_index(Tensor edge_index, Tensor shifts) -> Tensor");
 }
 

@@ -1,11 +1,11 @@
 // torch_pet::ecse_pairs, CUDA glue: count kernel, cumsum, fill kernel (kernels in
 // kernels/ecse_pairs_cuda_kernels.cuh, per-pair logic shared with the CPU kernel).
+// Also compiled as C++ in the host emulation (kernels/cuda_compat.h, tests/cuda_emulation/).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "kernels/cuda_compat.h"
 #include "kernels/ecse_pairs_cuda_kernels.cuh"
 
 namespace torch_pet {
@@ -15,12 +15,10 @@ void check_ecse_pairs_args(const at::Tensor& edge_vectors, const at::Tensor& cen
 
 namespace {
 
-constexpr int kThreads = 256;
-
 at::Tensor ecse_pairs_cuda(const at::Tensor& edge_vectors, const at::Tensor& centre_ptr,
                            const at::Tensor& radius, double s_min, bool ordered) {
   check_ecse_pairs_args(edge_vectors, centre_ptr, radius, s_min);
-  const c10::cuda::CUDAGuard guard(edge_vectors.device());
+  const compat::DeviceGuard guard(edge_vectors.device());
   const auto vectors = edge_vectors.contiguous();
   const auto ptr = centre_ptr.contiguous();
   const auto radii = radius.contiguous();
@@ -28,33 +26,32 @@ at::Tensor ecse_pairs_cuda(const at::Tensor& edge_vectors, const at::Tensor& cen
   const int64_t num_edges = vectors.size(0);
   if (num_edges == 0) return at::empty({0, 2}, ptr.options());
 
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  const int64_t blocks = (num_edges + kThreads - 1) / kThreads;
+  const auto stream = compat::current_stream();
   auto counts = at::empty({num_edges}, ptr.options());
   at::Tensor pairs;
   AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "ecse_pairs_cuda", [&] {
     const auto s_lim = static_cast<scalar_t>(s_min);
-    ecse::ecse_pairs_count_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-        vectors.data_ptr<scalar_t>(), ptr.data_ptr<int64_t>(), num_centres,
-        radii.data_ptr<scalar_t>(), num_edges, s_lim, ordered, counts.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_1d(ecse::ecse_pairs_count_kernel<scalar_t>, num_edges, stream,
+              vectors.data_ptr<scalar_t>(), ptr.data_ptr<int64_t>(), num_centres,
+              radii.data_ptr<scalar_t>(), num_edges, s_lim, ordered, counts.data_ptr<int64_t>());
+    TP_KERNEL_LAUNCH_CHECK();
     const auto inclusive = counts.cumsum(0);
     const int64_t num_pairs = inclusive[-1].item<int64_t>();
     const auto offsets = inclusive - counts;
     pairs = at::empty({num_pairs, 2}, ptr.options());
     if (num_pairs == 0) return;
-    ecse::ecse_pairs_fill_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-        vectors.data_ptr<scalar_t>(), ptr.data_ptr<int64_t>(), num_centres,
-        radii.data_ptr<scalar_t>(), num_edges, s_lim, ordered, offsets.data_ptr<int64_t>(),
-        pairs.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_1d(ecse::ecse_pairs_fill_kernel<scalar_t>, num_edges, stream,
+              vectors.data_ptr<scalar_t>(), ptr.data_ptr<int64_t>(), num_centres,
+              radii.data_ptr<scalar_t>(), num_edges, s_lim, ordered, offsets.data_ptr<int64_t>(),
+              pairs.data_ptr<int64_t>());
+    TP_KERNEL_LAUNCH_CHECK();
   });
   return pairs;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(torch_pet, CUDA, m) {
+TP_CUDA_LIBRARY_IMPL(m) {
   m.impl("ecse_pairs", &ecse_pairs_cuda);
 }
 
