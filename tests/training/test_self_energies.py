@@ -31,3 +31,9 @@ def test_counts_and_unknown_species():
     assert counts.tolist() == [[1, 1, 0], [1, 0, 1]]
     with pytest.raises(ValueError, match=r"atomic numbers \[9\] are not among the model"):
         species_counts(torch.tensor([9, 1]), torch.tensor([0, 0]), 1, [1, 6])
+
+
+def test_negative_atomic_numbers_are_unknown_not_wrapped():
+    """z = -1 must not index the lookup table from its end (which would count species 8)."""
+    with pytest.raises(ValueError, match=r"atomic numbers \[-1\] are not among the model"):
+        species_counts(torch.tensor([-1, 1]), torch.tensor([0, 0]), 1, [1, 6, 8])

@@ -19,20 +19,21 @@ from torch_geometric.loader import DataLoader
 
 def species_counts(z: torch.Tensor, batch: torch.Tensor, num_structures: int,
                    species: Sequence[int]) -> torch.Tensor:
-    """Atoms of each species per structure.
+    """Atoms of each species per structure, on the device of ``z``.
 
     Shapes:
         z [N], batch [N] -> counts [B, num_species]
     """
+    device = z.device
     lookup = torch.full((max(max(species), int(z.max()) if z.numel() else 0) + 1,), -1,
-                        dtype=torch.long)
-    lookup[torch.as_tensor(list(species))] = torch.arange(len(species))
-    index = lookup[z]
+                        dtype=torch.long, device=device)
+    lookup[torch.as_tensor(list(species), device=device)] = torch.arange(len(species), device=device)
+    index = torch.where(z >= 0, lookup[z.clamp(min=0)], -1)  # negative z: unknown, not wrapped
     if (index < 0).any():
         unknown = sorted(set(z[index < 0].tolist()))
         raise ValueError(f"atomic numbers {unknown} are not among the model species "
                          f"{list(species)}; build the model with species that cover the data")
-    counts = torch.zeros(num_structures, len(species), dtype=torch.float64)
+    counts = torch.zeros(num_structures, len(species), dtype=torch.float64, device=device)
     counts.index_put_((batch, index), torch.ones_like(batch, dtype=torch.float64),
                       accumulate=True)
     return counts

@@ -191,10 +191,9 @@ class Trainer:
 
     def _self_energy_sum(self, batch) -> torch.Tensor:
         info = backbone_info(self.model)
-        counts = species_counts(batch.z.cpu(), batch.batch.cpu(), batch.num_graphs,
-                                info.species)
-        return (counts @ info.self_energies.detach().double().cpu()).to(
-            self.device).squeeze(-1)
+        counts = species_counts(batch.z, batch.batch, batch.num_graphs, info.species)
+        energies = info.self_energies.detach().double().to(counts.device)
+        return (counts @ energies).to(self.device).squeeze(-1)
 
     def _residual_targets(self, batch) -> dict:
         cfg = self.config
