@@ -5,22 +5,27 @@ every model is trained on the SAME first ``n`` structures of the training split,
 ``n`` of ``--sizes``, with the SAME budget of ``--budget`` seconds of training per model
 and size, and evaluated on the same test structures. Models:
 
-* ``pet``: ``torch_pet.PET`` of the main job's size (``PET_CONFIG``); evaluated raw
-  (y0) and wrapped in ``torch_pet.ECSESymmetrizer`` (yS, same weights, no retraining);
+* ``pet``: ``torch_pet.PET`` of the main job's size (``PET_CONFIG``), the paper's block;
+  evaluated raw (y0) and wrapped in ``torch_pet.ECSESymmetrizer`` (yS, same weights, no
+  retraining); ``pet_modern``: the same with ``block="modern"`` (pre-RMSNorm, SwiGLU);
 * ``schnet``: PyG's SchNet layers on ``torch_pet.ops.radius_graph`` (``benchmarks/peers.py``);
 * ``mace``: ``mace-torch``'s ScaleShiftMACE on the same graph; skipped with a message when
   ``mace-torch`` is not installed (``pip install mace-torch``).
 
-Training (identical for all models): ``torch_pet.training.Trainer`` with the same
-``TrainingConfig`` for every model: per-species self energies by least squares, loss
-``0.1 MSE(E)/σ_E² + MSE(F)/σ_F²`` with σ the RMS of the training residual energies and
-forces (no validation set, so σ stays fixed), forces by autograd, a random O(3) rotation
-per structure per step, Adam, gradient-norm clipping at 10, and the cosine schedule over the
-budget: linear warm-up over its first ``--warmup`` fraction (0.2), then cosine decay to 0
-at its end. The Trainer's time-budget stop rule ends training at the first step that would
-start after the budget is spent; the final weights are evaluated (no validation-based
-selection). Learning rate and batch size
-per model: ``MODELS`` below. ``--seeds`` repeats everything per seed.
+Training (one recipe for all models): ``torch_pet.training.Trainer`` with the same
+``TrainingConfig`` for every model: per-species self energies by least squares, the output
+scale fitted by the same rule (``--output-scale``, :mod:`torch_pet.training.output_scale`;
+SchNet and MACE carry an ``output_scale`` buffer like PET), loss
+``0.1 MSE(E)/σ_E² + MSE(F)/σ_F²`` with σ starting at the RMS of the training residual
+energies and forces and following the validation RMSE (the Trainer's running normalisers),
+forces by autograd, a random O(3) rotation per structure per step, Adam, gradient-norm
+clipping at 10, and the ``--schedule`` over the budget (cosine: linear warm-up over its first
+``--warmup`` fraction, then cosine decay to 0 at its end). Every model is validated after
+every epoch on the same ``--num-val`` structures of the validation split (inside the
+budget) and evaluated at its best validation epoch (``best.pt``). The Trainer's time-budget
+stop rule ends training at the first step that would start after the budget is spent.
+Learning rate and batch size per model: ``MODELS`` below (each model's own sensible values:
+the shared recipe does not fix them). ``--seeds`` repeats everything per seed.
 
 Every (model, size) runs in a fresh process with ``--threads`` torch threads (default 1).
 The sizes run one after the other; the models of one size run side by side (``--jobs``,
@@ -64,11 +69,13 @@ from peers import MACEEnergy, SchNetEnergy, mace_available  # noqa: E402
 
 CUTOFF = 5.0
 SPECIES = (1, 6)
+STEP_DECAY_EPOCHS = 8.0  # step schedule: the main job's (torch_pet.commands.MAIN_TRAINING)
 # Learning rate and batch size of each model. SchNet: 1e-3 as in schnetpack's examples;
 # MACE: lr 0.01 and batch 10, mace-torch's defaults; PET: the main job's batch 32 with lr 1e-3
 # (its 2e-3 often failed to take off within a few hundred steps; see docs/results.md).
 MODELS = {
     "pet": dict(lr=1e-3, batch_size=32),
+    "pet_modern": dict(lr=1e-3, batch_size=32),
     "schnet": dict(lr=1e-3, batch_size=32),
     "mace": dict(lr=1e-2, batch_size=10),
 }
@@ -105,11 +112,12 @@ def training_statistics(train_set, species) -> dict:
 
 def build_model(name: str, stats: dict):
     """The model ``name``; its self energies are fitted again by the Trainer."""
-    if name == "pet":
+    if name in ("pet", "pet_modern"):
         from torch_pet import PET
 
-        model = PET(species=SPECIES, cutoff=CUTOFF, **PET_CONFIG)
-    elif name == "schnet":
+        model = PET(species=SPECIES, cutoff=CUTOFF, block="modern" if name == "pet_modern"
+                    else "paper", **PET_CONFIG)
+    elif name == "schnet":  # the initial scale; the Trainer fits output_scale
         model = SchNetEnergy(SPECIES, cutoff=CUTOFF, scale=stats["sigma_forces"], **SCHNET)
     elif name == "mace":
         model = MACEEnergy(SPECIES, cutoff=CUTOFF, scale=stats["sigma_forces"],
@@ -122,25 +130,37 @@ def build_model(name: str, stats: dict):
 
 
 # ----------------------------------------------------------------------------- training
-def train_for_budget(model, train_set, *, budget_s, clock_kind, lr, batch_size, seed, device,
-                     warmup=0.2, energy_weight=0.1, forces_weight=1.0,
-                     grad_clip=10.0) -> dict:
+def train_for_budget(model, train_set, val_set, *, budget_s, clock_kind, lr, batch_size,
+                     seed, device, schedule="cosine", warmup=0.05, output_scale="match",
+                     energy_weight=0.1, forces_weight=1.0, grad_clip=10.0) -> dict:
     """Train with the package's Trainer until ``budget_s`` seconds of ``clock_kind`` are
-    spent (or 10^6 epochs); returns counters."""
+    spent (or 10^6 epochs), validating every epoch; loads the best validation epoch's
+    weights into ``model`` and returns counters."""
+    from torch_pet.checkpoint import load_checkpoint
     from torch_pet.training import Trainer, TrainingConfig
 
     config = TrainingConfig(
-        epochs=10 ** 6, batch_size=batch_size, lr=lr, schedule="cosine",
-        warmup_fraction=warmup, grad_clip=grad_clip, energy_weight=energy_weight,
-        forces_weight=forces_weight, seed=seed, device=str(device), budget_s=budget_s,
-        budget_clock=clock_kind, checkpoints=False, progress=False, plot=False)
+        epochs=10 ** 6, batch_size=batch_size, lr=lr, schedule=schedule,
+        warmup_fraction=warmup, decay_every_epochs=STEP_DECAY_EPOCHS, grad_clip=grad_clip,
+        energy_weight=energy_weight, forces_weight=forces_weight, output_scale=output_scale,
+        seed=seed, device=str(device), budget_s=budget_s, budget_clock=clock_kind,
+        checkpoints=True, progress=False, plot=False)
     with tempfile.TemporaryDirectory() as out_dir:
-        trainer = Trainer(model, train_set, None, config, out_dir)
+        trainer = Trainer(model, train_set, val_set, config, out_dir)
         history = trainer.fit()
+        best = os.path.join(out_dir, "best.pt")
+        if os.path.exists(best):
+            state = load_checkpoint(best)["model"]["state_dict"]
+            model.load_state_dict({k: v.to(device) for k, v in state.items()})
     elapsed = trainer.stop.rules[-1].elapsed(trainer)  # FirstOf([MaxEpochs, TimeBudget])
     return dict(steps=trainer.step, structures_seen=trainer.structures_seen,
                 epochs=trainer.structures_seen / len(train_set),
                 train_wall_s=elapsed["wall_s"], train_cpu_s=elapsed["cpu_s"],
+                best_epoch=trainer.best_epoch, epochs_run=len(history),
+                output_scale_value=model.output_scale.tolist() if hasattr(model, "output_scale")
+                else None,
+                curve=[{k: r.get(k) for k in ("epoch", "steps", "val_forces_mae",
+                                              "val_energy_mae")} for r in history],
                 final_loss=history[-1]["train_loss"] if history else None,
                 first_loss=history[0]["train_loss"] if history else None)
 
@@ -176,21 +196,25 @@ def run_one(spec: dict) -> dict:
         pass
     from torch_pet.datasets import DistortedMethane
 
-    result = {k: spec[k] for k in ("model", "num_train", "budget_s", "clock", "warmup", "lr",
-                                   "batch_size", "seed", "threads", "device")}
+    result = {k: spec[k] for k in ("model", "num_train", "budget_s", "clock", "schedule",
+                                   "warmup", "output_scale", "lr", "batch_size", "seed",
+                                   "threads", "device")}
     try:
         device = torch.device(spec["device"])
         train_set = DistortedMethane("train", num_structures=spec["num_train"])
         test_set = DistortedMethane("test", num_structures=spec["num_test"])
+        val_set = DistortedMethane("val", num_structures=spec["num_val"])
         stats = training_statistics(train_set, SPECIES)
         torch.manual_seed(spec["seed"])
         model = build_model(spec["model"], stats).to(device)
         result["parameters"] = sum(p.numel() for p in model.parameters())
-        result["config"] = {"pet": PET_CONFIG, "schnet": SCHNET, "mace": MACE}[spec["model"]]
+        result["config"] = {"pet": PET_CONFIG, "pet_modern": dict(PET_CONFIG, block="modern"),
+                            "schnet": SCHNET, "mace": MACE}[spec["model"]]
         result["neighbours_per_atom"] = stats["neighbours"]
-        result.update(train_for_budget(model, train_set, budget_s=spec["budget_s"],
+        result.update(train_for_budget(model, train_set, val_set, budget_s=spec["budget_s"],
                                        clock_kind=spec["clock"], warmup=spec["warmup"],
-                                       lr=spec["lr"],
+                                       schedule=spec["schedule"],
+                                       output_scale=spec["output_scale"], lr=spec["lr"],
                                        batch_size=spec["batch_size"], seed=spec["seed"],
                                        device=device))
         model.eval()
@@ -199,7 +223,7 @@ def run_one(spec: dict) -> dict:
         result["test"] = metrics
         if spec["parity"]:
             result["parity"] = parity_sample(prediction, test_set, spec["parity"])
-        if spec["model"] == "pet" and spec["ecse_test"]:
+        if spec["model"].startswith("pet") and spec["ecse_test"]:
             from torch_pet import ECSESymmetrizer
 
             subset = test_set[:spec["ecse_test"]]
@@ -274,7 +298,8 @@ def run_all(args) -> dict:
         args.batch_size, int)}
     largest = max(args.sizes)
     specs = [dict(model=m, num_train=n, budget_s=args.budget, clock=args.clock,
-                  warmup=args.warmup, lr=overrides["lr"].get(m, MODELS[m]["lr"]),
+                  schedule=args.schedule, warmup=args.warmup,
+                  output_scale=args.output_scale, num_val=args.num_val, lr=overrides["lr"].get(m, MODELS[m]["lr"]),
                   batch_size=overrides["batch_size"].get(m, MODELS[m]["batch_size"]),
                   seed=seed, threads=args.threads, device=args.device,
                   num_test=args.num_test, ecse_test=min(args.ecse_test, args.num_test),
@@ -340,7 +365,7 @@ def run_summary(r: dict) -> str:
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="+", default=["pet", "schnet", "mace"],
+    p.add_argument("--models", nargs="+", default=["pet", "pet_modern", "schnet", "mace"],
                    choices=sorted(MODELS))
     p.add_argument("--sizes", nargs="+", type=int, default=[250, 1000, 4000],
                    help="training-set sizes (first n structures of the training split)")
@@ -356,8 +381,15 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="one run per seed (initialisation, shuffling, rotations); the tables "
                         "give the median and the range over seeds")
-    p.add_argument("--warmup", type=float, default=0.2,
-                   help="fraction of the budget spent on the linear learning-rate warm-up")
+    p.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
+                   help="learning-rate schedule (step: warm-up of 1 epoch, then halved every "
+                        f"{STEP_DECAY_EPOCHS:g} epochs)")
+    p.add_argument("--warmup", type=float, default=0.05,
+                   help="cosine: fraction of the budget spent on the linear warm-up")
+    p.add_argument("--output-scale", choices=("match", "target", "none"), default="match",
+                   help="how the Trainer fits every model's output_scale")
+    p.add_argument("--num-val", type=int, default=200,
+                   help="validation structures (best epoch, running loss normalisers)")
     p.add_argument("--num-test", type=int, default=1000, help="test structures (max 1000)")
     p.add_argument("--ecse-test", type=int, default=1000,
                    help="test structures on which PET yS is evaluated")

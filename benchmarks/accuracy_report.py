@@ -10,8 +10,11 @@ the BEGIN/END markers of the results page, leaving the hand-written text around 
 import os
 import statistics
 
-LABELS = {"pet": "PET y0", "pet_ecse": "PET yS (ECSE)", "schnet": "SchNet", "mace": "MACE"}
-COLORS = {"pet": "tab:blue", "pet_ecse": "tab:cyan", "schnet": "tab:orange", "mace": "tab:green"}
+LABELS = {"pet": "PET y0", "pet_ecse": "PET yS (ECSE)", "pet_modern": "PET modern y0",
+          "pet_modern_ecse": "PET modern yS (ECSE)", "schnet": "SchNet", "mace": "MACE"}
+COLORS = {"pet": "tab:blue", "pet_ecse": "tab:cyan", "pet_modern": "tab:purple",
+          "pet_modern_ecse": "tab:pink", "schnet": "tab:orange", "mace": "tab:green"}
+SERIES = tuple(LABELS)
 def markers(tag: str = "") -> tuple:
     """The BEGIN/END comments around the generated block of a run (``--tag``)."""
     suffix = f" ({tag})" if tag else ""
@@ -32,10 +35,10 @@ def curves(report: dict) -> dict:
             continue
         grouped.setdefault(r["model"], {}).setdefault(r["num_train"], []).append((r, r["test"]))
         if "ecse" in r:
-            grouped.setdefault("pet_ecse", {}).setdefault(r["num_train"], []).append(
+            grouped.setdefault(r["model"] + "_ecse", {}).setdefault(r["num_train"], []).append(
                 (r, r["ecse"]))
     out = {}
-    for key in [k for k in ("pet", "pet_ecse", "schnet", "mace") if k in grouped]:
+    for key in [k for k in SERIES if k in grouped]:
         out[key] = []
         for n, pairs in sorted(grouped[key].items()):
             runs, metrics = [r for r, _ in pairs], [m for _, m in pairs]
@@ -176,7 +179,10 @@ def markdown(report: dict, figures: list, markdown_path: str, tag: str = "") -> 
              f"test: the first {s['num_test']} structures of the test split; yS on the first "
              f"{min(s['ecse_test'], s['num_test'])}; rotation errors on "
              f"{s['rotation_structures']} structures x 4 rotations in float64; "
-             f"learning-rate warm-up over the first {s.get('warmup', 0.05):g} of the budget; "
+             f"{s.get('schedule', 'cosine')} learning-rate schedule (cosine: warm-up over the "
+             f"first {s.get('warmup', 0.2):g} of the budget); output scale: "
+             f"{s.get('output_scale', 'fixed for peers, none for PET')}; "
+             f"best validation epoch on {s.get('num_val', 0)} structures (0: last weights); "
              f"seeds {s.get('seeds', [s.get('seed', 0)])}",
              ]
     ok = [r for r in report["runs"] if "error" not in r]

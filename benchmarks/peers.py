@@ -9,10 +9,15 @@ geometry differentiably with ``torch_pet.ops.edge_vectors``.
 
 * :class:`SchNetEnergy`: the layers of PyG's ``torch_geometric.nn.models.SchNet``
   (embedding, Gaussian smearing, CFConv interactions, atomwise MLP) applied to our graph;
-  the atomwise output is multiplied by a fixed ``scale`` (SchNet's ``std``) and summed.
+  the atomwise output is multiplied by ``output_scale`` (SchNet's ``std``) and summed.
 * :class:`MACEEnergy`: ``mace.modules.ScaleShiftMACE`` from ``mace-torch`` (optional; install
   with ``pip install mace-torch``), with zero E0s (the self energies live in the wrapper),
-  ``atomic_inter_scale = scale`` and ``atomic_inter_shift = 0``.
+  ``atomic_inter_scale = 1`` and ``atomic_inter_shift = 0``; the wrapper multiplies MACE's
+  energy by ``output_scale`` (MACE's recipe: the RMS of the training forces).
+
+Both carry the ``output_scale`` buffer [1] of the backbone contract, initialised to
+``scale`` and fitted by the Trainer as PET's is (:mod:`torch_pet.training.output_scale`),
+so that every model of the benchmark gets its output scale by the same rule.
 
 Shapes: N atoms, E edges, B structures.
 """
@@ -100,7 +105,7 @@ class SchNetEnergy(_SpeciesEnergy):
         species: atomic numbers the model knows.
         hidden_channels, num_filters, num_interactions, num_gaussians: as in PyG's SchNet.
         cutoff: radius of the graph and of the cosine filter cutoff (Å).
-        scale: fixed factor s on the atomwise outputs (SchNet's ``std``).
+        scale: initial factor s on the atomwise outputs (``output_scale``, SchNet's ``std``).
 
     Shapes:
         data.z [N], data.pos [N, 3], data.batch [N] -> [B, 1]
@@ -113,13 +118,17 @@ class SchNetEnergy(_SpeciesEnergy):
         from torch_geometric.nn.models import SchNet
 
         self.cutoff = float(cutoff)
+        self.hyperparameters = dict(  # checkpoints (the benchmark keeps the best epoch)
+            species=list(self.species), hidden_channels=hidden_channels,
+            num_filters=num_filters, num_interactions=num_interactions,
+            num_gaussians=num_gaussians, cutoff=self.cutoff, scale=float(scale))
         # SchNet's own layers; its embedding is indexed by our species index (not by Z).
         self.schnet = SchNet(hidden_channels=hidden_channels, num_filters=num_filters,
                              num_interactions=num_interactions, num_gaussians=num_gaussians,
                              cutoff=cutoff)
         self.schnet.interaction_graph = None  # the graph comes from torch_pet.ops
         self.schnet.embedding = torch.nn.Embedding(len(self.species), hidden_channels)
-        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("output_scale", torch.tensor([float(scale)]))
 
     def forward(self, data) -> Tensor:
         net = self.schnet
@@ -131,7 +140,7 @@ class SchNetEnergy(_SpeciesEnergy):
         h = net.embedding(species)  # [N, C]
         for interaction in net.interactions:
             h = h + interaction(h, edge_index, distance, edge_attr)
-        atomic = self.scale * net.lin2(net.act(net.lin1(h))) + self.self_energies[species]
+        atomic = self.output_scale * net.lin2(net.act(net.lin1(h))) + self.self_energies[species]
         return atomic.new_zeros(num_graphs, 1).index_add(0, batch, atomic)
 
     def __repr__(self) -> str:
@@ -152,7 +161,8 @@ class MACEEnergy(_SpeciesEnergy):
         hidden_irreps, max_ell, correlation, num_interactions, num_bessel,
             num_polynomial_cutoff, mlp_irreps, interaction: MACE hyperparameters.
         avg_num_neighbors: normalisation of the message sum (from the training data).
-        scale: ``atomic_inter_scale`` (RMS of the training forces in MACE's recipe).
+        scale: initial ``output_scale`` on MACE's energy (RMS of the training forces in
+            MACE's recipe).
 
     Shapes:
         data.z [N], data.pos [N, 3], data.batch [N] -> [B, 1]
@@ -175,6 +185,12 @@ class MACEEnergy(_SpeciesEnergy):
             from mace import modules
 
         self.cutoff = float(cutoff)
+        self.hyperparameters = dict(
+            species=list(self.species), cutoff=self.cutoff, hidden_irreps=hidden_irreps,
+            max_ell=max_ell, correlation=correlation, num_interactions=num_interactions,
+            num_bessel=num_bessel, num_polynomial_cutoff=num_polynomial_cutoff,
+            mlp_irreps=mlp_irreps, interaction=interaction,
+            avg_num_neighbors=float(avg_num_neighbors), scale=float(scale))
         block = modules.interaction_classes[interaction]
         with _quiet():
             self.mace = modules.ScaleShiftMACE(
@@ -186,7 +202,8 @@ class MACEEnergy(_SpeciesEnergy):
                 atomic_energies=np.zeros(len(self.species)),
                 avg_num_neighbors=avg_num_neighbors, atomic_numbers=list(self.species),
                 correlation=correlation, gate=torch.nn.functional.silu,
-                atomic_inter_scale=float(scale), atomic_inter_shift=0.0)
+                atomic_inter_scale=1.0, atomic_inter_shift=0.0)
+        self.register_buffer("output_scale", torch.tensor([float(scale)]))
 
     def forward(self, data) -> Tensor:
         species = self._species(data.z)
@@ -212,7 +229,7 @@ class MACEEnergy(_SpeciesEnergy):
             "ptr": ptr,
         }
         out = self.mace(inputs, training=self.training, compute_force=False)
-        energy = out["energy"].reshape(num_graphs, 1)
+        energy = self.output_scale * out["energy"].reshape(num_graphs, 1)
         counts = torch.zeros(num_graphs, len(self.species), dtype=energy.dtype,
                              device=energy.device).index_put_(
             (batch, species), torch.ones_like(species, dtype=energy.dtype), accumulate=True)

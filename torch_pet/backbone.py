@@ -19,6 +19,10 @@ attribute          type                    used by (and what happens without it)
 ``self_energies``  tensor [S, C], S =      the Trainer fits them by least squares and
                    len(species)            trains on the residual (required for energy
                                            targets); checkpoints store them
+``output_scale``   tensor [C] (a buffer)   the model multiplies its network's output by
+                                           it; the Trainer fits it before training
+                                           (:mod:`torch_pet.training.output_scale`; else
+                                           the model trains at its own scale)
 ``per_atom``       bool, settable          the calculator's per-atom energies (it sets it on
                                            a shallow copy; else energies only); ECSE's
                                            ``per_atom`` must match it
@@ -62,6 +66,7 @@ class BackboneInfo:
     receptive_field: Optional[float] = None
     species: Optional[Tuple[int, ...]] = None
     self_energies: Optional[Tensor] = None
+    output_scale: Optional[Tensor] = None
     per_atom: Optional[bool] = None
     out_channels: Optional[int] = None
     hyperparameters: Optional[dict] = None
@@ -107,6 +112,11 @@ def backbone_info(model) -> BackboneInfo:
         if read["species"] is not None and energies.shape[0] != len(read["species"]):
             raise ValueError(f"{name}.self_energies has {energies.shape[0]} rows but the model "
                              f"has {len(read['species'])} species; give one row per species")
+    scale = read["output_scale"]
+    if scale is not None and (not isinstance(scale, Tensor) or scale.dim() != 1
+                              or not scale.is_floating_point()):
+        raise TypeError(f"{name}.output_scale must be a floating-point tensor [C], got "
+                        f"{getattr(scale, 'shape', type(scale).__name__)}")
     if read["per_atom"] is not None:
         if not isinstance(read["per_atom"], int) or read["per_atom"] not in (0, 1):
             raise TypeError(f"{name}.per_atom must be a bool, got {read['per_atom']!r}")

@@ -122,14 +122,16 @@ def _check_fits(cls, hyperparameters: dict, state_dict: dict, source: str) -> No
                                   f"hyperparameters: {err}") from err
         return  # a user's class that cannot be built on meta: trusted by its user
     expected = probe.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
+    # entries a class declares optional (added later, with a default: PET's output_scale)
+    optional = set(getattr(cls, "optional_state", ()))
+    missing = sorted(set(expected) - set(state_dict) - optional)
     unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{source}: the stored weights do not fit {cls.__name__} with the "
                               f"stored hyperparameters (missing {missing[:5]}, unexpected "
                               f"{unexpected[:5]})")
     for key, tensor in expected.items():
-        if tuple(tensor.shape) != tuple(state_dict[key].shape):
+        if key in state_dict and tuple(tensor.shape) != tuple(state_dict[key].shape):
             raise CheckpointError(f"{source}: weight {key!r} has shape "
                                   f"{tuple(state_dict[key].shape)} but {cls.__name__} with the "
                                   f"stored hyperparameters expects {tuple(tensor.shape)}")

@@ -62,6 +62,9 @@ class PET(torch.nn.Module):
         - **output:** :math:`[B, \mathrm{out}]`, or :math:`[N, \mathrm{out}]` if per_atom
     """
 
+    #: state_dict entries that weights saved by older versions may lack (loaded as 1)
+    optional_state = ("output_scale",)
+
     def __init__(self, config: Optional[PETConfig] = None, **options):
         super().__init__()
         if config is None:

@@ -8,6 +8,7 @@ from typing import Tuple
 
 from torch_pet.config import POSITIVE, POSITIVE_INT, Check, Config, OptionError, option
 from torch_pet.nn.attention import ATTENTION_MODES
+from torch_pet.nn.blocks import BLOCKS
 from torch_pet.nn.cutoff import CUTOFF_FUNCTIONS
 
 __all__ = ["PETConfig"]
@@ -52,6 +53,9 @@ class PETConfig(Config):
                             choices=ATTENTION_MODES)
     cutoff_function: str = option("cosine", "cutoff function: cosine (the paper's) or bump",
                                   choices=CUTOFF_FUNCTIONS)
+    block: str = option("paper", "transformer layers of each block: paper (post-LayerNorm, "
+                        "SiLU feed-forward) or modern (pre-RMSNorm, SwiGLU; "
+                        "torch_pet.nn.blocks)", choices=BLOCKS)
 
     def check(self) -> None:
         species = self.species

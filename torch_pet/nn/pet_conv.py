@@ -7,6 +7,7 @@ from torch_geometric.nn import MessagePassing
 
 from torch_pet.nn.attention import ATTENTION_MODES, CutoffMultiheadAttention, attention_bias, \
     resolve_attention
+from torch_pet.nn.blocks import final_norm, transformer_layer
 from torch_pet.nn.edge_layout import EdgeLayout, build_edge_layout, from_sequence, to_padded, \
     to_sequence
 
@@ -83,6 +84,8 @@ class PETConv(MessagePassing):
             :math:`(x, y, z, |r|)`, 1 for :math:`|r|` only).
         attention: ``"auto"``, ``"fused"`` or ``"explicit"`` (see
             :mod:`torch_pet.nn.attention`).
+        block: ``"paper"`` (post-LayerNorm, SiLU) or ``"modern"`` (pre-RMSNorm, SwiGLU)
+            transformer layers (:mod:`torch_pet.nn.blocks`).
 
     Shapes:
         - **input:** species index :math:`[N]` (long, 0..num_species-1),
@@ -95,7 +98,7 @@ class PETConv(MessagePassing):
 
     def __init__(self, channels: int, num_species: int, num_heads: int = 4,
                  num_layers: int = 3, ff_channels: int = 512, geometry_channels: int = 4,
-                 attention: str = "auto"):
+                 attention: str = "auto", block: str = "paper"):
         super().__init__(aggr=None)
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
@@ -106,13 +109,16 @@ class PETConv(MessagePassing):
         self.ff_channels = ff_channels
         self.geometry_channels = geometry_channels
         self.attention = attention
+        self.block = block
         self.central_embedding = torch.nn.Embedding(num_species, channels)
         self.geometry_embedding = torch.nn.Linear(geometry_channels, channels)
         self.token_mlp = torch.nn.Sequential(
             torch.nn.Linear(2 * channels, channels), torch.nn.SiLU(),
             torch.nn.Linear(channels, channels))
         self.layers = torch.nn.ModuleList(
-            [PETTransformerLayer(channels, num_heads, ff_channels) for _ in range(num_layers)])
+            [transformer_layer(block, channels, num_heads, ff_channels)
+             for _ in range(num_layers)])
+        self.final_norm = final_norm(block, channels)  # Identity for the paper's block
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -123,6 +129,8 @@ class PETConv(MessagePassing):
         self.token_mlp[2].reset_parameters()
         for layer in self.layers:
             layer.reset_parameters()
+        if hasattr(self.final_norm, "reset_parameters"):
+            self.final_norm.reset_parameters()
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_features: Tensor,
                 message: Tensor, cutoff_weight: Tensor, layout: Optional[EdgeLayout] = None,
@@ -142,7 +150,7 @@ class PETConv(MessagePassing):
         sequence = to_sequence(central, tokens, layout)  # [N, K+1, C]
         for layer in self.layers:
             sequence = layer(sequence, key_weight, bias, mode)
-        return from_sequence(sequence, layout)
+        return from_sequence(self.final_norm(sequence), layout)
 
     def edge_update(self, edge_features: Tensor, message: Tensor) -> Tensor:
         geometry = self.geometry_embedding(edge_features)  # [E, C]
@@ -151,4 +159,5 @@ class PETConv(MessagePassing):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.channels}, num_species={self.num_species}, "
                 f"num_heads={self.num_heads}, num_layers={self.num_layers}, "
-                f"ff_channels={self.ff_channels}, attention={self.attention!r})")
+                f"ff_channels={self.ff_channels}, attention={self.attention!r}"
+                + (f", block={self.block!r})" if self.block != "paper" else ")"))

@@ -8,6 +8,8 @@ from typing import Optional
 from torch_pet.config import (DEVICE, FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
                               UNIT_INTERVAL_OPEN, Config, OptionError, option)
 
+from torch_pet.training.output_scale import OUTPUT_SCALES
+
 __all__ = ["TrainingConfig", "SCHEDULES", "CLOCKS", "learning_rate_factor"]
 
 SCHEDULES = ("step", "cosine")
@@ -61,6 +63,10 @@ class TrainingConfig(Config):
     forces_weight: float = option(1.0, "weight w_F of the force loss", check=NON_NEGATIVE)
     sigma_momentum: float = option(0.7, "momentum of the running loss normalisers sigma",
                                    check=UNIT_INTERVAL_OPEN)
+    output_scale: str = option("match", "fit the model's output_scale before training: match "
+                               "(initial outputs at the targets' RMS), target (the force RMS, "
+                               "else the target RMS) or none; torch_pet.training.output_scale",
+                               choices=OUTPUT_SCALES)
     fit_self_energies: bool = option(True, "fit per-species self energies by least squares "
                                      "on the training set first")
     augment: bool = option(True, "rotate every structure by a random O(3) element per step")

@@ -56,6 +56,7 @@ from torch_pet.config import resolve_device
 from torch_pet.plots import plot_learning_curve
 from torch_pet.training import distributed as ddp
 from torch_pet.training.augment import augment_batch
+from torch_pet.training.output_scale import fit_output_scale
 from torch_pet.training.resume import restore_trainer
 from torch_pet.training.config import TrainingConfig, learning_rate_factor
 from torch_pet.training.sampling import Batching, seeded_generator
@@ -147,6 +148,7 @@ class Trainer:
                     ddp.broadcast_(model.self_energies, self.device)
             self.sigma0 = self._target_rms()
             self.sigma = dict(self.sigma0)
+            fit_output_scale(self)  # the model's output_scale, if it has one
         if self.world.distributed:
             self.net = ddp.wrap_model(self.model, self.device, bool(self._unused_parameters()))
 
