@@ -6,9 +6,11 @@ lattice). Every method runs with the same number of threads (``--threads``, defa
 cores) and returns the full list (both directions) with integer shifts; torch_pet's output
 is also sorted by (centre, neighbour, shift), vesin runs unsorted (its fastest mode).
 Timings are the median of ``--repeats`` runs after one warm-up, wall clock and process CPU
-time, taken back to back in one process. Usage:
+time, taken back to back in one process. With ``--device cuda`` torch_pet, torch-cluster
+and the reference run on the GPU (timed with torch.cuda.synchronize), vesin stays on the
+CPU. Usage:
 
-    python benchmarks/radius_graph.py [--threads 2] [--repeats 5] [--sizes 1000 10000 100000]
+    python benchmarks/radius_graph.py [--device cpu|cuda] [--threads 2] [--repeats 5] [--sizes 1000 10000 100000]
 """
 import argparse
 import math
@@ -56,19 +58,26 @@ def periodic_box(num_atoms, seed=0):
     return pos, cell
 
 
-def timed(fn, repeats):
+def timed(fn, repeats, device=torch.device("cpu")):
     """Median wall and CPU seconds of fn() over `repeats` runs after one warm-up; its result."""
-    result = fn()
+    def run():
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+
+    result = run()
     walls, cpus = [], []
     for _ in range(repeats):
         w, c = time.perf_counter(), time.process_time()
-        result = fn()
+        result = run()
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
     return statistics.median(walls), statistics.median(cpus), result
 
 
-def methods_for_molecules(pos, batch, molecules, threads, with_reference):
+def methods_for_molecules(pos, batch, molecules, threads, with_reference, device=torch.device("cpu")):
+    pos, batch = pos.to(device), batch.to(device)
     out = {"torch_pet": lambda: radius_graph(pos, CUTOFF, batch)[0].shape[1]}
     try:
         import vesin
@@ -86,25 +95,27 @@ def methods_for_molecules(pos, batch, molecules, threads, with_reference):
     if cluster is not None:
         out["torch-cluster"] = lambda: cluster.radius_graph(pos, CUTOFF, batch, max_num_neighbors=1024).shape[1]
     if with_reference:
-        ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(batch).cumsum(0)])
-        cells, pbc = torch.zeros(len(molecules), 3, 3, dtype=pos.dtype), torch.zeros(len(molecules), 3, dtype=torch.bool)
+        ptr = torch.cat([torch.zeros(1, dtype=torch.long, device=device), torch.bincount(batch).cumsum(0)])
+        cells = torch.zeros(len(molecules), 3, 3, dtype=pos.dtype, device=device)
+        pbc = torch.zeros(len(molecules), 3, dtype=torch.bool, device=device)
         out["reference"] = lambda: radius_graph_reference(pos, ptr, cells, pbc, CUTOFF)[0].shape[1]
     return out
 
 
-def methods_for_box(pos, cell, threads, with_reference):
+def methods_for_box(pos, cell, threads, with_reference, device=torch.device("cpu")):
+    points, box = pos.numpy(), cell.numpy()  # vesin: CPU
+    pos, cell = pos.to(device), cell.to(device)
     out = {"torch_pet": lambda: radius_graph(pos, CUTOFF, cell=cell)[0].shape[1]}
     try:
         import vesin
 
         nl = vesin.NeighborList(cutoff=CUTOFF, full_list=True, n_threads=threads)
-        points, box = pos.numpy(), cell.numpy()
         out["vesin"] = lambda: len(nl.compute(points, box, True, "ijS")[0])
     except ImportError:
         pass
     if with_reference:
-        ptr = torch.tensor([0, pos.shape[0]])
-        pbc = torch.ones(1, 3, dtype=torch.bool)
+        ptr = torch.tensor([0, pos.shape[0]], device=device)
+        pbc = torch.ones(1, 3, dtype=torch.bool, device=device)
         out["reference"] = lambda: radius_graph_reference(pos, ptr, cell[None], pbc, CUTOFF)[0].shape[1]
     return out
 
@@ -120,13 +131,19 @@ def _torch_cluster():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (torch_pet, torch-cluster, reference)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--molecules", type=int, default=1000)
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False on this machine")
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, torch_pet extension: {_extension.WITH_EXTENSION}, "
+    print(f"torch {torch.__version__}, device {device}"
+          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+          f"torch_pet extension: {_extension.WITH_EXTENSION}, "
           f"threads: {args.threads} (torch.set_num_threads and vesin n_threads), r = {CUTOFF} A, "
           f"median of {args.repeats}")
     if _torch_cluster() is None:
@@ -134,15 +151,18 @@ def main():
     rows = []
     pos, batch, molecules = molecule_batch(args.molecules)
     cases = [(f"{args.molecules} molecules, {pos.shape[0]} atoms", pos.shape[0],
-              methods_for_molecules(pos, batch, molecules, args.threads, with_reference=True))]
+              methods_for_molecules(pos, batch, molecules, args.threads, with_reference=True,
+                                    device=device))]
     for n in args.sizes:
         box_pos, cell = periodic_box(n)
         cases.append((f"periodic box, {box_pos.shape[0]} atoms", box_pos.shape[0],
-                      methods_for_box(box_pos, cell, args.threads, with_reference=box_pos.shape[0] <= 1000)))
+                      methods_for_box(box_pos, cell, args.threads, with_reference=box_pos.shape[0] <= 1000,
+                                      device=device)))
     for name, num_atoms, methods in cases:
         ours = None
         for method, fn in methods.items():
-            wall, cpu, num_edges = timed(fn, args.repeats if method != "reference" else 1)
+            wall, cpu, num_edges = timed(fn, args.repeats if method != "reference" else 1,
+                                         device if "vesin" not in method else torch.device("cpu"))
             if method == "torch_pet":
                 ours = (wall, num_edges)
             elif num_edges != ours[1]:

@@ -17,6 +17,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ["torch_pet/nn", "torch_pet/ecse", "torch_pet/export", "torch_pet/training",
@@ -129,3 +130,34 @@ def test_lint_catches_planted_problems(code, rule):
 ])
 def test_lint_accepts_device_aware_code(code):
     assert lint(code, "fine.py") == []
+
+
+def _pet_outputs(device) -> list:
+    """PET energies, forces and stress of molecules and a periodic cell on `device`."""
+    from torch_geometric.data import Batch, Data
+
+    from torch_pet.nn import PET, energy_and_forces
+
+    torch.manual_seed(0)
+    model = PET(species=(1, 6, 8)).double().to(device)
+    species = torch.tensor([1, 6, 8])
+    molecules = Batch.from_data_list([
+        Data(z=species[torch.randint(0, 3, (n,))], pos=torch.rand(n, 3, dtype=torch.float64) * 3.0)
+        for n in (5, 9, 1)])
+    cell = torch.tensor([[4.0, 0.0, 0.0], [0.7, 3.8, 0.0], [-0.4, 0.5, 4.2]], dtype=torch.float64)
+    crystal = Batch.from_data_list([Data(z=species[torch.randint(0, 3, (12,))],
+                                         pos=torch.rand(12, 3, dtype=torch.float64) @ cell,
+                                         cell=cell[None], pbc=torch.ones(1, 3, dtype=torch.bool))])
+    out = energy_and_forces(model, molecules.to(device))
+    periodic = energy_and_forces(model, crystal.to(device), compute_stress=True)
+    return [t.detach().cpu() for t in (out["energy"], out["forces"], periodic["energy"],
+                                       periodic["forces"], periodic["stress"])]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pet_on_cuda_matches_cpu():
+    """Forward and backward passes on the GPU (radius graph, reverse edges, attention,
+    stress) give the CPU's energies, forces and stress: no tensor is left on the CPU."""
+    for cpu, cuda in zip(_pet_outputs(torch.device("cpu")), _pet_outputs(torch.device("cuda"))):
+        assert torch.allclose(cpu, cuda, rtol=1e-9, atol=1e-10)
