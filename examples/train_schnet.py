@@ -14,8 +14,8 @@ script then uses it everywhere PET goes:
 4. computes energy, forces and per-atom energies of a test structure with the ASE
    calculator, raw and symmetrized.
 
-    python examples/train_schnet.py                # ~1 minute on 2 CPU cores
-    python examples/train_schnet.py --epochs 50 --num-train 2000
+    python examples/train_schnet.py                # ~40 s on one CPU core
+    python examples/train_schnet.py --epochs 40    # ~70 s: test energy MAE 46 meV/atom
 """
 import argparse
 import sys
@@ -39,10 +39,10 @@ from torch_pet.training import Trainer, TrainingConfig  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num-train", type=int, default=500, help="training structures")
+    parser.add_argument("--num-train", type=int, default=1000, help="training structures")
     parser.add_argument("--num-val", type=int, default=100, help="validation structures")
     parser.add_argument("--num-test", type=int, default=100, help="test structures")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs")
     parser.add_argument("--out", default=None, help="run directory (default: a temporary one)")
     return parser.parse_args(argv)
 
