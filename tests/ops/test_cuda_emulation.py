@@ -1,47 +1,21 @@
 """The CUDA glue and kernels of reverse_edge_index and ecse_pairs, run under host emulation
 (tests/cuda_emulation: csrc/cuda/*.cu compiled as C++, every block and thread of each grid
-run in a loop on CPU tensors) against the CPU op and the pure-PyTorch reference: identical
-outputs, identical order. Inputs span several blocks of 256 threads and end in a partial
+run in a loop on CPU tensors; fixture ``emu`` in conftest.py) against the CPU op and the
+pure-PyTorch reference: identical outputs, identical order. Inputs span several blocks of 256 threads and end in a partial
 block. The radius graph has its own file (test_cuda_emulation_radius.py).
 
 What only a real GPU can show (memory spaces, concurrency, speed, the device intrinsics) is
 listed in docs/benchmarks.md; scripts/gpu_check.sh runs the CUDA tests on one."""
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from torch_pet import _extension
 from torch_pet.ops import radius_graph
 from torch_pet.ops.reference import ecse_pairs_reference, reverse_edge_index_reference
 
 DTYPES = [torch.float32, torch.float64]
 THREADS = 256  # kThreadsPerBlock in csrc/kernels/launch.h
-
-pytestmark = pytest.mark.skipif(not _extension.WITH_EXTENSION, reason="torch_pet._C is not built")
-
-
-def load_emulation():
-    """torch.ops.torch_pet_emu, built once (cached on disk) and loaded once per process."""
-    name = "torch_pet_cuda_emulation_build"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "cuda_emulation" / "build.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    sys.modules[name].load()
-    return torch.ops.torch_pet_emu
-
-
-@pytest.fixture(scope="module")
-def emu():
-    ops = load_emulation()
-    ops.take_launch_log()  # start from an empty log
-    return ops
 
 
 def assert_launches(emu, sizes):
