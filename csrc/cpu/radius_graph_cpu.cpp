@@ -121,7 +121,7 @@ struct EdgeCount {
 template <typename scalar_t>
 EdgeCount count_edges(const radius::SearchData<scalar_t>& data, int64_t num_atoms, int64_t max_edges) {
   const int64_t num_chunks = search_chunks(num_atoms);
-  std::atomic<int64_t> total{0};
+  std::atomic<int64_t> total{0}, done{0};  // edges, centres counted
   std::atomic<bool> stopped{false};
   at::parallel_for(0, num_chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     int64_t count = 0;
@@ -132,10 +132,11 @@ EdgeCount count_edges(const radius::SearchData<scalar_t>& data, int64_t num_atom
         count = 0;
         radius::visit_neighbours<true>(k, data, emit);
         if (total.fetch_add(count) + count > max_edges) stopped.store(true);
+        done.fetch_add(1, std::memory_order_relaxed);
       }
     }
   });
-  return EdgeCount{total.load(), !stopped.load()};
+  return EdgeCount{total.load(), done.load() == num_atoms};
 }
 
 template <typename Record, typename scalar_t>

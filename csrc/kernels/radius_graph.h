@@ -8,7 +8,11 @@
 //     |r_ij|^2 = (x * x + y * y) + z * z,
 // S_k = 0 on non-periodic axes, and j == i with S == 0 only when `loop`. Every operation
 // is rounded separately (no fused multiply-add) so that CPU, CUDA and the reference take
-// bitwise the same decisions, also for pairs at the cutoff.
+// bitwise the same decisions, also for pairs at the cutoff. In float32, a pair whose r_ij
+// or |r_ij|^2 overflows (|r_ij| > 1.8e19) is decided by the same formula in double against
+// double(float(r))^2; float64 inputs are limited (|pos|, periodic cell entries <= 1e100,
+// r >= 1e-150; float32 r >= 1e-18) so that squares neither overflow nor underflow. Every
+// double -> integer conversion of the bin arithmetic is clamped first (floor_clamped).
 //
 // Search (cell list): per structure, fractional coordinates f = pos @ inverse(basis), where
 // the basis rows are the cell vectors on periodic axes and an orthonormal completion on the
