@@ -186,7 +186,8 @@ at::Tensor radius_graph_grids_tensor(const std::vector<radius::Grid>& grids, con
   return host.to(device);
 }
 
-TORCH_LIBRARY_FRAGMENT(torch_pet, m) {
+// torch_pet, or torch_pet_emu in the host emulation of the CUDA glue (kernels/common.h)
+TORCH_LIBRARY_FRAGMENT(TORCH_PET_LIBRARY, m) {
   m.def("radius_graph(Tensor pos, Tensor ptr, Tensor cell, Tensor pbc, float r, bool loop, "
         "int max_edges=2147483647) -> (Tensor, Tensor)");
 }

@@ -3,11 +3,10 @@
 // kernels/radius_graph_cuda_kernels.cuh, per-atom logic shared with the CPU kernel). The
 // per-structure set-up (bases, bin grids, the lower bound on the edges) runs on the host
 // from [B]-sized tensors. The count pass gives the exact number of edges before the output
-// is allocated; more than max_edges raises.
+// is allocated; more than max_edges raises. Also compiled as C++ in the host emulation
+// (kernels/cuda_compat.h, tests/cuda_emulation/).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <limits>
@@ -15,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cuda_compat.h"
 #include "kernels/radius_graph_cuda_kernels.cuh"
 #include "radius_graph_host.h"
 
@@ -22,10 +22,7 @@ namespace torch_pet {
 
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int64_t kBinsPerCutoff = 2;
-
-int64_t num_blocks(int64_t n) { return (n + kThreads - 1) / kThreads; }
 
 template <typename scalar_t>
 std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos, const at::Tensor& ptr,
@@ -41,19 +38,18 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   }
   TORCH_CHECK_VALUE(at::isfinite(pos).all().item<bool>(),
                     "radius_graph: pos contains NaN or Inf; fix the positions before building the graph");
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = compat::current_stream();
   auto grids_device = radius_graph_grids_tensor(grids, pos.device());
 
   auto batch = at::empty({num_atoms}, long_options);
   auto frac = at::empty({num_atoms, 3}, double_options);
   auto wrap = at::empty({num_atoms, 3}, long_options);
   auto wrapped = at::empty({num_atoms, 3}, double_options);
-  radius::wrap_atoms_kernel<scalar_t><<<num_blocks(num_atoms), kThreads, 0, stream>>>(
-      pos.data_ptr<scalar_t>(), ptr.data_ptr<int64_t>(), num_structures,
+  launch_1d(radius::wrap_atoms_kernel<scalar_t>, num_atoms, stream, pos.data_ptr<scalar_t>(), ptr.data_ptr<int64_t>(), num_structures,
       reinterpret_cast<const radius::Grid*>(grids_device.data_ptr<uint8_t>()), num_atoms,
       batch.data_ptr<int64_t>(), frac.data_ptr<double>(), wrap.data_ptr<int64_t>(),
       wrapped.data_ptr<double>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  TP_KERNEL_LAUNCH_CHECK();
 
   // Bounding range of the fractional coordinates per structure (used on non-periodic axes).
   const auto index = batch.unsqueeze(1).expand({num_atoms, 3});
@@ -72,9 +68,9 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   const auto* grids_ptr = reinterpret_cast<const radius::Grid*>(grids_device.data_ptr<uint8_t>());
 
   auto bin = at::empty({num_atoms}, long_options);
-  radius::bin_atoms_kernel<<<num_blocks(num_atoms), kThreads, 0, stream>>>(
-      frac.data_ptr<double>(), batch.data_ptr<int64_t>(), grids_ptr, num_atoms, bin.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_1d(radius::bin_atoms_kernel, num_atoms, stream, frac.data_ptr<double>(), batch.data_ptr<int64_t>(),
+            grids_ptr, num_atoms, bin.data_ptr<int64_t>());
+  TP_KERNEL_LAUNCH_CHECK();
   const auto order = std::get<1>(at::sort(bin, /*stable=*/true, /*dim=*/0, /*descending=*/false)).contiguous();
   auto bin_start = at::zeros({num_bins + 1}, long_options);
   bin_start.slice(0, 1).copy_(at::bincount(bin, {}, num_bins).cumsum(0));
@@ -82,10 +78,10 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   auto sorted = at::empty({num_atoms * static_cast<int64_t>(sizeof(radius::SortedAtom))},
                           pos.options().dtype(at::kByte));
   auto* sorted_ptr = reinterpret_cast<radius::SortedAtom*>(sorted.data_ptr<uint8_t>());
-  radius::gather_sorted_kernel<<<num_blocks(num_atoms), kThreads, 0, stream>>>(
-      order.data_ptr<int64_t>(), wrapped.data_ptr<double>(), wrap.data_ptr<int64_t>(),
-      batch.data_ptr<int64_t>(), num_atoms, sorted_ptr);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_1d(radius::gather_sorted_kernel, num_atoms, stream, order.data_ptr<int64_t>(),
+            wrapped.data_ptr<double>(), wrap.data_ptr<int64_t>(), batch.data_ptr<int64_t>(), num_atoms,
+            sorted_ptr);
+  TP_KERNEL_LAUNCH_CHECK();
 
   radius::SearchData<scalar_t> data;
   data.pos = pos.data_ptr<scalar_t>();
@@ -98,9 +94,9 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   data.loop = loop;
 
   auto counts = at::empty({num_atoms}, long_options);
-  radius::count_edges_kernel<scalar_t><<<num_blocks(num_atoms), kThreads, 0, stream>>>(
-      data, num_atoms, counts.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch_1d(radius::count_edges_kernel<scalar_t>, num_atoms, stream, data, num_atoms,
+            counts.data_ptr<int64_t>());
+  TP_KERNEL_LAUNCH_CHECK();
   const auto inclusive = counts.cumsum(0);
   const int64_t num_edges = inclusive[-1].item<int64_t>();
   if (num_edges > max_edges) raise_too_many_edges(static_cast<double>(num_edges), false, max_edges);
@@ -108,10 +104,10 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda_impl(const at::Tensor& pos,
   auto edge_index = at::empty({2, num_edges}, long_options);
   auto shifts = at::empty({num_edges, 3}, long_options);
   if (num_edges > 0) {
-    radius::fill_edges_kernel<scalar_t><<<num_blocks(num_atoms), kThreads, 0, stream>>>(
-        data, num_atoms, offsets.data_ptr<int64_t>(), edge_index.data_ptr<int64_t>(),
-        edge_index.data_ptr<int64_t>() + num_edges, shifts.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_1d(radius::fill_edges_kernel<scalar_t>, num_atoms, stream, data, num_atoms,
+              offsets.data_ptr<int64_t>(), edge_index.data_ptr<int64_t>(),
+              edge_index.data_ptr<int64_t>() + num_edges, shifts.data_ptr<int64_t>());
+    TP_KERNEL_LAUNCH_CHECK();
   }
   return std::make_tuple(edge_index, shifts);
 }
@@ -120,7 +116,7 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda(const at::Tensor& pos, cons
                                                      const at::Tensor& cell, const at::Tensor& pbc,
                                                      double r, bool loop, int64_t max_edges) {
   check_radius_graph_args(pos, ptr, cell, pbc, r, max_edges);
-  const c10::cuda::CUDAGuard guard(pos.device());
+  const compat::DeviceGuard guard(pos.device());
   const auto pos_c = pos.contiguous();
   const auto ptr_c = ptr.contiguous();
   const auto cell_c = cell.contiguous();
@@ -134,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cuda(const at::Tensor& pos, cons
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(torch_pet, CUDA, m) {
+TP_CUDA_LIBRARY_IMPL(m) {
   m.impl("radius_graph", &radius_graph_cuda);
 }
 

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 NAME = "torch_pet_cuda_emulation"
-OPS = ("reverse_edge_index", "ecse_pairs")
+OPS = ("reverse_edge_index", "ecse_pairs", "radius_graph")
 
 
 def build_directory() -> Path:
@@ -68,4 +68,4 @@ def load(verbose: bool = False) -> float:
 
 if __name__ == "__main__":
     seconds = load(verbose="-v" in sys.argv)
-    print(f"cuda emulation: built/loaded {NAME} in {seconds:.1f} s ({build_directory()})")
+    print(f"cuda emulation: built/loaded {NAME} in {seconds:.2f} s ({build_directory()})")
