@@ -180,3 +180,17 @@ def test_ecse_pairs_checks_arguments_like_the_cpu_op(emu):
     with pytest.raises(RuntimeError, match="radius must have the dtype of edge_vectors"):
         emu.ecse_pairs(vectors, torch.tensor([0, 4]), torch.ones(1, dtype=torch.float64), 0.1, True)
     assert emu.take_launch_log().shape == (0, 2)
+
+
+def test_non_contiguous_inputs(emu):
+    """The glue makes its inputs contiguous before handing raw pointers to the kernels."""
+    edge_index, shifts = periodic_edges(5)
+    strided_index, strided_shifts = edge_index.T.contiguous().T, torch.cat([shifts, shifts], 1)[:, 3:]
+    assert not strided_index.is_contiguous() and not strided_shifts.is_contiguous()
+    assert torch.equal(emu.reverse_edge_index(strided_index, strided_shifts),
+                       reverse_edge_index_reference(edge_index, shifts))
+    vectors, ptr, radius = environments(40, 12, torch.float64)
+    strided = torch.cat([vectors, vectors], 1)[:, 3:]
+    assert not strided.is_contiguous()
+    assert torch.equal(emu.ecse_pairs(strided, ptr, radius, 0.1, True),
+                       ecse_pairs_reference(vectors, ptr, radius, 0.1, True))

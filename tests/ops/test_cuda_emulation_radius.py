@@ -147,3 +147,14 @@ def test_radius_graph_errors_match_the_cpu_op(emu):
         emu.radius_graph(bad, ptr, full_cell, full_pbc, r, False, 2**31 - 1)
     with pytest.raises(ValueError, match="r"):
         emu.radius_graph(pos, ptr, full_cell, full_pbc, -1.0, False, 2**31 - 1)
+
+
+def test_radius_graph_non_contiguous_positions(emu):
+    """The glue makes pos contiguous before handing raw pointers to the kernels."""
+    pos, r, batch, cell, pbc = system("mixed_pbc", torch.float64)
+    ptr, full_cell, full_pbc = op_arguments(pos, batch, cell, pbc)
+    strided = torch.cat([pos, pos], 1)[:, 3:]
+    assert not strided.is_contiguous()
+    got = emu.radius_graph(strided, ptr, full_cell, full_pbc, r, False, 2**31 - 1)
+    expected = radius_graph_reference(pos, ptr, full_cell, full_pbc, r, False)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
