@@ -47,13 +47,8 @@ def random_rotation(generator: GeneratorLike = None, dtype: torch.dtype = torch.
     Shapes:
         -> [3, 3], det = +1 (or -1 with ``improper``)
     """
-    quaternion = torch.randn(4, generator=as_generator(generator), dtype=torch.float64)
-    w, x, y, z = (quaternion / quaternion.norm()).tolist()
-    rotation = torch.tensor([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ], dtype=torch.float64)
+    quaternion = torch.randn(1, 4, generator=as_generator(generator), dtype=torch.float64)
+    rotation = _quaternion_rotations(quaternion)[0]
     if improper:
         rotation = -rotation
     return rotation.to(dtype=dtype, device=device)
@@ -77,8 +72,25 @@ def random_rotations(num: int, *, generator: GeneratorLike = None,
     improper = torch.rand(num, generator=generator, dtype=torch.float64) < improper_probability
     if num == 0:
         return torch.zeros(0, 3, 3, dtype=dtype, device=device)
-    return torch.stack([random_rotation(generator, improper=bool(flip)) for flip in improper]
-                       ).to(dtype=dtype, device=device)
+    # one draw of all quaternions (vectorised; the same seed gives the same rotations)
+    rotations = _quaternion_rotations(torch.randn(num, 4, generator=generator,
+                                                  dtype=torch.float64))
+    sign = 1.0 - 2.0 * improper.to(torch.float64)
+    return (rotations * sign[:, None, None]).to(dtype=dtype, device=device)
+
+
+def _quaternion_rotations(quaternion: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices of (unnormalised) quaternions (w, x, y, z).
+
+    Shapes:
+        quaternion [M, 4] -> [M, 3, 3]
+    """
+    w, x, y, z = (quaternion / quaternion.norm(dim=1, keepdim=True)).unbind(1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+    ], dim=1).reshape(-1, 3, 3)
 
 
 def rotate_vectors(vectors: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:

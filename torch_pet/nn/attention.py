@@ -17,9 +17,12 @@ Two implementations, equal to round-off:
   number so no ``-inf * 0`` NaN reaches a gradient). PyTorch's fused kernels have no double
   backward, and when the multipliers require grad (forces) PyTorch runs its unfused math
   backend anyway; the fused path pays off for energies without gradients.
-* ``"explicit"``: masked softmax P of the scores, then ``P (w v) / (P w)`` (the same
-  weights, renormalised), differentiable any number of times (training on forces needs
-  the double backward).
+* ``"explicit"``: ``e = w exp(s - m)`` with m the row maximum over keys of nonzero
+  weight (a constant: it cancels), then ``(e / Σ e) v`` (the same weights),
+  differentiable any number of times (training on forces needs the double backward). It
+  runs no masked fill, softmax or concatenation: fewer, cheaper kernels on the short
+  sequences of molecules (one CH4 atom: L = 5), where the op count, not the matmuls,
+  sets the cost.
 
 ``attention="auto"`` resolves per call with :func:`resolve_attention`: **explicit when
 gradients are being recorded** (``torch.is_grad_enabled()``) **and a double backward may
@@ -78,22 +81,23 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        key_weight: torch.Tensor) -> torch.Tensor:
     """Softmax attention with the keys re-weighted by ``key_weight`` (double-differentiable).
 
-    With P the softmax of the scores (keys of weight 0 masked out), the output is
-    ``P (w v) / (P w)``: the weights enter through the values, so the only [L, L] tensor
-    kept for backward is P. Every row needs a key with nonzero weight (PET: the central
-    token, weight 1), so the denominator is positive.
+    ``e = w exp(min(s - m, 0))``, ``out = (e / Σ_n e) v``, with s the scores and m each
+    row's largest score over keys of nonzero weight, taken without gradient (a shift that
+    cancels in the ratio, exactly, at every order). Keys of weight 0 get e = 0; clamping at
+    0 keeps their exponential finite, so no ``inf * 0`` appears. Every row needs a key with
+    nonzero weight (PET: the central token, weight 1), so Σ e >= 1. As on the fused path,
+    a key of weight exactly 0 passes no gradient to its weight.
 
     Shapes:
         q, k, v [B, H, L, D], key_weight [B, L] -> [B, H, L, D]
     """
-    weight = key_weight[:, None, :, None]  # [B, 1, L, 1]
+    key_weight = key_weight.where(key_weight > 0, 0.0)  # no gradient at w = 0, as fused
+    weight = key_weight[:, None, None, :]  # [B, 1, 1, L]
     scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # [B, H, L, L]
-    # in place is safe: the matmul's backward needs q and k, not its output
-    scores = scores.masked_fill_(weight.transpose(-1, -2) <= 0, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    weighted = torch.cat([v * weight, weight.expand(-1, v.shape[1], -1, -1)], dim=-1)
-    out = probs @ weighted  # [B, H, L, D+1]
-    return out[..., :-1] / out[..., -1:]
+    with torch.no_grad():
+        top = scores.masked_fill(weight <= 0, float("-inf")).amax(-1, keepdim=True)
+    e = torch.exp((scores - top).clamp_max(0.0)) * weight
+    return (e / e.sum(-1, keepdim=True)) @ v
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
