@@ -3,9 +3,10 @@
 // counting sort of the atoms by bin, then one search pass over the centres in bin order,
 // parallel over chunks with at::parallel_for; each chunk keeps the (per centre sorted)
 // edges in its own buffer, and a second pass copies them to the output in centre order.
-// Before the search the output is bounded: a lower bound on the edges (host set-up) and an
-// upper bound (candidates in the scanned bins, no distance test); only when the upper
-// bound exceeds max_edges are the edges counted first (stopping once past max_edges).
+// Before the search the output is bounded: a lower bound on the edges (host set-up) and
+// upper bounds (the fullest bin times the bins a centre scans; if that is not enough, the
+// candidates of every centre, no distance test); only when both exceed max_edges are the
+// edges counted first (stopping once past max_edges).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -360,12 +361,32 @@ std::tuple<at::Tensor, at::Tensor> radius_graph_cpu_impl(const at::Tensor& pos, 
   data.cutoff2 = cutoff * cutoff;
   data.wide_cutoff2 = static_cast<double>(cutoff) * static_cast<double>(cutoff);
   data.loop = loop;
-  // Bound the output before storing any edge.
-  const std::vector<double> candidates = candidates_per_chunk(data, num_atoms);
-  const double most = std::accumulate(candidates.begin(), candidates.end(), 0.0);
-  if (most > static_cast<double>(max_edges)) {
-    const EdgeCount counted = count_edges(data, num_atoms, max_edges);
-    if (counted.count > max_edges) raise_too_many_edges(static_cast<double>(counted.count), !counted.complete, max_edges);
+  // Bound the output before storing any edge: from the fullest bin of each structure (no
+  // pass over the atoms), else from the candidates of every centre, else by counting.
+  double bound = 0.0, per_centre = 0.0;
+  for (int64_t b = 0; b < num_structures; ++b) {
+    const radius::Grid& g = grids[b];
+    const int64_t first = g.bin_offset, last = first + g.num_bins[0] * g.num_bins[1] * g.num_bins[2];
+    int64_t most = 0;
+    for (int64_t q = first; q < last; ++q) most = std::max(most, bin_start[q + 1] - bin_start[q]);
+    const double centre_bound = radius::candidates_per_centre(g, most);
+    bound += static_cast<double>(p[b + 1] - p[b]) * centre_bound;
+    per_centre = std::max(per_centre, centre_bound);
+  }
+  std::vector<double> candidates(search_chunks(num_atoms));  // per chunk, caps its buffer
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    candidates[c] = per_centre * static_cast<double>((c + 1) * num_atoms / candidates.size() -
+                                                     c * num_atoms / candidates.size());
+  }
+  if (bound > static_cast<double>(max_edges)) {
+    candidates = candidates_per_chunk(data, num_atoms);
+    const double most = std::accumulate(candidates.begin(), candidates.end(), 0.0);
+    if (most > static_cast<double>(max_edges)) {
+      const EdgeCount counted = count_edges(data, num_atoms, max_edges);
+      if (counted.count > max_edges) {
+        raise_too_many_edges(static_cast<double>(counted.count), !counted.complete, max_edges);
+      }
+    }
   }
   // |S_k| <= |s'_k| + (w_max - w_min), |s'_k| <= (cutoff in cells) + 1.
   double images = 0.0;

@@ -314,6 +314,21 @@ inline double min_edges(const Grid& g, const double* fmin, const double* fmax, i
   return bound > 0.0 ? bound : 0.0;
 }
 
+// Upper bound on the candidates (hence edges) of one centre of a structure whose fullest
+// bin holds `most_per_bin` atoms: the bins a centre scans along axis k number at most
+// floor(2 R_k) + 2 (R_k: the search reach in bins; images counted separately), at most
+// num_bins on a non-periodic axis.
+inline double candidates_per_centre(const Grid& g, int64_t most_per_bin) {
+  double bins = 1.0;
+  for (int k = 0; k < 3; ++k) {
+    if (g.inv_width[k] == 0.0) continue;
+    double range = std::floor(2.0 * std::sqrt(g.search2) * g.recip_norm[k] * g.inv_width[k]) + 2.0;
+    if (!g.periodic[k] && !(range <= static_cast<double>(g.num_bins[k]))) range = static_cast<double>(g.num_bins[k]);
+    bins *= range;
+  }
+  return bins * static_cast<double>(most_per_bin);
+}
+
 // ---- per atom ---------------------------------------------------------------------------
 
 // Fractional coordinates (periodic ones wrapped into [0, 1)), integer wraps and the wrapped
