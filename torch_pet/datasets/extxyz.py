@@ -23,7 +23,7 @@ compare forces). Training needs energies (PET's forces are derivatives of its en
 Pass ``properties=("energy", "forces")`` to require both at load time.
 """
 import os
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -106,6 +106,56 @@ def _structure_to_data(atoms, where: str, properties: Sequence[str], keys: dict,
     return data
 
 
+def iter_atoms(path: str, *, properties: Optional[Sequence[str]] = None) -> Iterator:
+    """The ``ase.Atoms`` of an extended-XYZ file one at a time; a structure that does not
+    parse raises ValueError naming the file and the structure, an empty file raises too.
+    ``properties`` (if given) is checked against :data:`PROPERTIES` first."""
+    try:
+        import ase.io
+    except ImportError as err:
+        raise ImportError("reading extended-XYZ files needs ASE: pip install ase") from err
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"extended-XYZ file {path} does not exist")
+    if properties is not None:
+        unknown = [p for p in properties if p not in PROPERTIES]
+        if unknown:
+            raise ValueError(f"unknown properties {unknown}; choose from {PROPERTIES}")
+    reader = ase.io.iread(path, index=":", format="extxyz")
+    index = 0
+    while True:
+        try:
+            atoms = next(reader)
+        except StopIteration:
+            break
+        except Exception as err:  # ASE raises XYZError, ValueError, IndexError, ...
+            raise ValueError(
+                f"{path}: structure {index} could not be parsed ({type(err).__name__}: {err}); "
+                "check that its atom-count line matches the number of atom lines and that "
+                "every line has the columns declared in Properties="
+            ) from err
+        yield atoms
+        index += 1
+    if index == 0:
+        raise ValueError(f"{path}: the file holds no structure")
+
+
+def property_keys(energy_key: str = "energy", forces_key: str = "forces",
+                  stress_key: str = "stress") -> Dict[str, str]:
+    """Map of :data:`PROPERTIES` to their names in the file."""
+    return {"energy": energy_key, "forces": forces_key, "stress": stress_key}
+
+
+def found_properties(atoms, keys: Dict[str, str]) -> List[str]:
+    """The properties of :data:`PROPERTIES` that ``atoms`` carries."""
+    return [name for name in PROPERTIES
+            if _value(atoms, keys[name], per_atom=(name == "forces")) is not None]
+
+
+def is_periodic(atoms) -> bool:
+    """Whether ``atoms`` has a lattice or a periodic direction."""
+    return bool(atoms.pbc.any() or atoms.cell.rank > 0)
+
+
 def read_extxyz(path: str, *, properties: Optional[Sequence[str]] = None,
                 energy_key: str = "energy", forces_key: str = "forces",
                 stress_key: str = "stress", dtype: torch.dtype = torch.float32) -> List[Data]:
@@ -123,42 +173,11 @@ def read_extxyz(path: str, *, properties: Optional[Sequence[str]] = None,
         per structure: z [N], pos [N, 3], energy [1], forces [N, 3], stress [1, 3, 3],
         cell [1, 3, 3], pbc [1, 3].
     """
-    try:
-        import ase.io
-    except ImportError as err:
-        raise ImportError("reading extended-XYZ files needs ASE: pip install ase") from err
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"extended-XYZ file {path} does not exist")
-    keys = {"energy": energy_key, "forces": forces_key, "stress": stress_key}
-    if properties is not None:
-        unknown = [p for p in properties if p not in PROPERTIES]
-        if unknown:
-            raise ValueError(f"unknown properties {unknown}; choose from {PROPERTIES}")
-
-    frames = []
-    reader = ase.io.iread(path, index=":", format="extxyz")
-    index = 0
-    while True:
-        try:
-            atoms = next(reader)
-        except StopIteration:
-            break
-        except Exception as err:  # ASE raises XYZError, ValueError, IndexError, ...
-            raise ValueError(
-                f"{path}: structure {index} could not be parsed ({type(err).__name__}: {err}); "
-                "check that its atom-count line matches the number of atom lines and that "
-                "every line has the columns declared in Properties="
-            ) from err
-        frames.append(atoms)
-        index += 1
-    if not frames:
-        raise ValueError(f"{path}: the file holds no structure")
-
+    keys = property_keys(energy_key, forces_key, stress_key)
+    frames = list(iter_atoms(path, properties=properties))
     if properties is None:
-        first = frames[0]
-        properties = [name for name in PROPERTIES
-                      if _value(first, keys[name], per_atom=(name == "forces")) is not None]
-    periodic_file = any(atoms.pbc.any() or atoms.cell.rank > 0 for atoms in frames)
+        properties = found_properties(frames[0], keys)
+    periodic_file = any(is_periodic(atoms) for atoms in frames)
     return [
         _structure_to_data(atoms, f"{path}: structure {i}", properties, keys, periodic_file,
                            dtype)

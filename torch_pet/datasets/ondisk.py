@@ -139,35 +139,17 @@ def iter_extxyz(path: str, *, properties: Optional[Sequence[str]] = None,
     :func:`~torch_pet.datasets.extxyz.read_extxyz` checks them; ``cell``/``pbc`` on every
     structure. ``periodic`` (a list) gets True appended for each structure with a lattice or
     a periodic direction."""
-    import ase.io
+    from torch_pet.datasets.extxyz import (_structure_to_data, found_properties, is_periodic,
+                                           iter_atoms, property_keys)
 
-    from torch_pet.datasets.extxyz import PROPERTIES, _structure_to_data, _value
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"extended-XYZ file {path} does not exist")
-    keys = {"energy": energy_key, "forces": forces_key, "stress": stress_key}
-    if properties is not None and any(p not in PROPERTIES for p in properties):
-        raise ValueError(f"unknown properties {list(properties)}; choose from {PROPERTIES}")
-    reader = ase.io.iread(path, index=":", format="extxyz")
-    index = 0
-    while True:
-        try:
-            atoms = next(reader)
-        except StopIteration:
-            break
-        except Exception as err:  # ASE raises XYZError, ValueError, IndexError, ...
-            raise ValueError(f"{path}: structure {index} could not be parsed "
-                             f"({type(err).__name__}: {err})") from err
+    keys = property_keys(energy_key, forces_key, stress_key)
+    for index, atoms in enumerate(iter_atoms(path, properties=properties)):
         if properties is None:
-            properties = [name for name in PROPERTIES
-                          if _value(atoms, keys[name], per_atom=(name == "forces")) is not None]
-        if periodic is not None and (atoms.pbc.any() or atoms.cell.rank > 0):
+            properties = found_properties(atoms, keys)
+        if periodic is not None and is_periodic(atoms):
             periodic.append(True)
         yield _structure_to_data(atoms, f"{path}: structure {index}", properties, keys, True,
                                  torch.float64)
-        index += 1
-    if index == 0:
-        raise ValueError(f"{path}: the file holds no structure")
 
 
 def preprocess_extxyz(path: str, out_dir: str, *, overwrite: bool = False,
