@@ -131,7 +131,7 @@ def build_model(name: str, stats: dict):
 
 # ----------------------------------------------------------------------------- training
 def train_for_budget(model, train_set, val_set, *, budget_s, clock_kind, lr, batch_size,
-                     seed, device, schedule="cosine", warmup=0.05, output_scale="match",
+                     seed, device, schedule="cosine", warmup=0.05, output_scale="target",
                      energy_weight=0.1, forces_weight=1.0, grad_clip=10.0) -> dict:
     """Train with the package's Trainer until ``budget_s`` seconds of ``clock_kind`` are
     spent (or 10^6 epochs), validating every epoch; loads the best validation epoch's
@@ -299,7 +299,8 @@ def run_all(args) -> dict:
     largest = max(args.sizes)
     specs = [dict(model=m, num_train=n, budget_s=args.budget, clock=args.clock,
                   schedule=args.schedule, warmup=args.warmup,
-                  output_scale=args.output_scale, num_val=args.num_val, lr=overrides["lr"].get(m, MODELS[m]["lr"]),
+                  output_scale=args.output_scale, num_val=args.num_val,
+                  lr=overrides["lr"].get(m, MODELS[m]["lr"]),
                   batch_size=overrides["batch_size"].get(m, MODELS[m]["batch_size"]),
                   seed=seed, threads=args.threads, device=args.device,
                   num_test=args.num_test, ecse_test=min(args.ecse_test, args.num_test),
@@ -386,7 +387,7 @@ def parse_args(argv=None):
                         f"{STEP_DECAY_EPOCHS:g} epochs)")
     p.add_argument("--warmup", type=float, default=0.05,
                    help="cosine: fraction of the budget spent on the linear warm-up")
-    p.add_argument("--output-scale", choices=("match", "target", "none"), default="match",
+    p.add_argument("--output-scale", choices=("target", "match", "none"), default="target",
                    help="how the Trainer fits every model's output_scale")
     p.add_argument("--num-val", type=int, default=200,
                    help="validation structures (best epoch, running loss normalisers)")

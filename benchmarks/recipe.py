@@ -32,6 +32,7 @@ VARIANTS = [
     ("pet", "cosine", 0.2, "match"),
     ("pet_modern", "cosine", 0.05, "match"),
     ("pet_modern", "cosine", 0.05, "target"),
+    ("pet", "step", 0.05, "target"),
 ]
 
 

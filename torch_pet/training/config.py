@@ -63,9 +63,9 @@ class TrainingConfig(Config):
     forces_weight: float = option(1.0, "weight w_F of the force loss", check=NON_NEGATIVE)
     sigma_momentum: float = option(0.7, "momentum of the running loss normalisers sigma",
                                    check=UNIT_INTERVAL_OPEN)
-    output_scale: str = option("match", "fit the model's output_scale before training: match "
-                               "(initial outputs at the targets' RMS), target (the force RMS, "
-                               "else the target RMS) or none; torch_pet.training.output_scale",
+    output_scale: str = option("target", "fit the model's output_scale before training: "
+                               "target (the force RMS, else the target RMS), match (initial "
+                               "outputs at the targets' RMS) or none (docs/training.md)",
                                choices=OUTPUT_SCALES)
     fit_self_energies: bool = option(True, "fit per-species self energies by least squares "
                                      "on the training set first")
