@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "kernels/radius_graph.h"
+#include "kernels/radius_graph_bins.h"
 #include "radius_graph_host.h"
 
 namespace torch_pet {
