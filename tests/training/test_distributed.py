@@ -7,6 +7,8 @@ gives them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and OMP_NUM_
 import os
 import socket
 import subprocess
+import tempfile
+import time
 import sys
 
 import pytest
@@ -115,27 +117,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(args, nproc: int = 2, timeout: float = 240.0):
-    """Run ``python args...`` as ``nproc`` ranks with torchrun's environment."""
+def _launch(args, nproc: int = 2, timeout: float = 120.0):
+    """Run ``python args...`` as ``nproc`` ranks with torchrun's environment.
+
+    Output goes to files (a full pipe cannot block a rank), every rank is watched at once,
+    and as soon as one rank fails the others are stopped and every rank's output is shown.
+    """
     port = _free_port()
-    procs = []
+    procs, logs = [], []
     for rank in range(nproc):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nproc),
                "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+        log = tempfile.TemporaryFile(mode="w+")
+        logs.append(log)
         procs.append(subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    outputs = []
+                                      stdout=log, stderr=subprocess.STDOUT, text=True))
+    deadline = time.monotonic() + timeout
     try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=timeout)[0])
+        while any(proc.poll() is None for proc in procs):
+            if any(proc.poll() not in (None, 0) for proc in procs) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    for rank, (proc, out) in enumerate(zip(procs, outputs)):
-        assert proc.returncode == 0, f"rank {rank} failed:\n{out[-3000:]}"
+                proc.wait()
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
+    report = "\n".join(f"--- rank {rank} (exit {proc.returncode}):\n{out[-3000:]}"
+                       for rank, (proc, out) in enumerate(zip(procs, outputs)))
+    assert all(proc.returncode == 0 for proc in procs), f"a rank failed:\n{report}"
     return outputs
 
 

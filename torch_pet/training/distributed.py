@@ -237,6 +237,9 @@ def process_group(world: World, device: torch.device):
                             rank=world.rank, world_size=world.world_size, timeout=_TIMEOUT)
     try:
         yield
+        # every rank reaches the end before any tears down: rank 0 hosts the rendezvous
+        # store, and a peer still shutting down after it exited could wait on it forever
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
