@@ -100,10 +100,10 @@ SCENARIOS = ["molecules", "cubic", "triclinic_unwrapped", "mixed_pbc", "huge_cut
 
 def op_arguments(pos, batch, cell, pbc):
     """(ptr, cell [B, 3, 3], pbc [B, 3]) as the wrapper passes them to the op."""
-    from torch_pet.ops.radius_graph import _cell_and_pbc, _structure_pointer
+    from torch_pet.ops.radius_graph import cell_and_pbc, _structure_pointer
 
     ptr, num_structures = _structure_pointer(pos, batch, cell)
-    full_cell, full_pbc = _cell_and_pbc(pos, cell, pbc, num_structures)
+    full_cell, full_pbc = cell_and_pbc(pos, cell, pbc, num_structures)
     return ptr, full_cell, full_pbc
 
 
@@ -388,7 +388,7 @@ def test_errors_batch():
         radius_graph(pos, 1.0, torch.zeros(5, dtype=torch.long, device="meta"))
 
 
-def test_errors_cell_and_pbc():
+def test_errorscell_and_pbc():
     pos = torch.rand(5, 3)
     with pytest.raises(ValueError, match="pbc has periodic axes but no cell was given"):
         radius_graph(pos, 1.0, pbc=[True, False, False])

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from torch_pet.ops import radius_graph  # noqa: E402
-from torch_pet.ops.radius_graph import _cell_and_pbc, _structure_pointer  # noqa: E402
+from torch_pet.ops.radius_graph import cell_and_pbc, _structure_pointer  # noqa: E402
 from torch_pet.ops.reference import radius_graph_reference  # noqa: E402
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None, print_blob=True,
@@ -160,7 +160,7 @@ def _ours(edge_index, shifts, first, last):
 
 def _assert_matches_reference(got, pos, r, batch, cell, pbc):
     ptr, num_structures = _structure_pointer(pos, batch, cell)
-    full_cell, full_pbc = _cell_and_pbc(pos, cell, pbc, num_structures)
+    full_cell, full_pbc = cell_and_pbc(pos, cell, pbc, num_structures)
     expected = radius_graph_reference(pos, ptr, full_cell, full_pbc, r)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     keys = torch.cat([got[0].flip(0).T, got[1]], 1)
@@ -262,7 +262,7 @@ def test_max_edges_is_the_same_limit_for_kernel_and_reference(case, choice):
     num_edges = radius_graph(pos, r, batch, cell=cell, pbc=pbc)[0].shape[1]
     limit = {"minus_one": max(num_edges - 1, 0), "equal": num_edges, "zero": 0, "half": num_edges // 2}[choice]
     ptr, num_structures = _structure_pointer(pos, batch, cell)
-    full_cell, full_pbc = _cell_and_pbc(pos, cell, pbc, num_structures)
+    full_cell, full_pbc = cell_and_pbc(pos, cell, pbc, num_structures)
     if num_edges > limit:
         with pytest.raises(ValueError, match=f"more than max_edges = {limit}"):
             radius_graph(pos, r, batch, cell=cell, pbc=pbc, max_edges=limit)
@@ -286,7 +286,7 @@ def test_emulated_cuda_matches_reference(emu_ops, case):
         _, pos, r, batch, _, _, _ = case
         cell = pbc = None
     ptr, num_structures = _structure_pointer(pos, batch, cell)
-    full_cell, full_pbc = _cell_and_pbc(pos, cell, pbc, num_structures)
+    full_cell, full_pbc = cell_and_pbc(pos, cell, pbc, num_structures)
     got = emu_ops.radius_graph(pos, ptr, full_cell, full_pbc, r, False, 2**31 - 1)
     expected = radius_graph_reference(pos, ptr, full_cell, full_pbc, r)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])

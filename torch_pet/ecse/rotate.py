@@ -1,4 +1,4 @@
-"""Rotated copies of structures for ECSE, and rotating the backbone outputs back.
+"""Rotated copies of structures for ECSE (outputs go back with ``OutputKind.rotate``).
 
 Row-vector convention (ECSE.md): a copy presents the backbone with the points ``X·Q``
 (Q = F·A: the frame F, columns e1, e2, e3, times the fixed extra rotation A), its cell
@@ -18,30 +18,14 @@ from typing import NamedTuple, Optional
 import torch
 from torch_geometric.data import Batch, Data
 
-from torch_pet.outputs import KindLike, OutputKind
 
-__all__ = ["OUTPUT_KINDS", "rotate_back", "CopyLayout", "copy_layout", "rotated_batch",
+__all__ = ["CopyLayout", "copy_layout", "rotated_batch",
            "copies_batch", "atom_attribute_keys"]
-
-#: Names of the per-structure output kinds (for callers that check strings; prefer
-#: :meth:`OutputKind.parse <torch_pet.outputs.OutputKind.parse>`).
-OUTPUT_KINDS = tuple(OutputKind(rank).name for rank in range(3))
 
 # Attributes never copied into the backbone input: rebuilt (pos, batch, ptr), rotated
 # separately (cell, pbc) or labels the backbone must not see.
 _NOT_CARRIED = {"pos", "batch", "ptr", "cell", "pbc", "energy", "forces", "stress", "virial",
                 "num_nodes"}
-
-
-def rotate_back(y: torch.Tensor, rotation: torch.Tensor, output: KindLike) -> torch.Tensor:
-    """Bring outputs computed on ``X·Q`` back to the lab frame (row i uses ``rotation[i]``):
-    :meth:`OutputKind.rotate <torch_pet.outputs.OutputKind.rotate>` of the kind ``output``.
-
-    Shapes:
-        y [M, ...] (scalar), [M, ..., 3] (vector) or [M, ..., 3, 3] (tensor),
-        rotation [M, 3, 3] -> same shape as y
-    """
-    return OutputKind.parse(output, "output").rotate(y, rotation)
 
 
 class CopyLayout(NamedTuple):

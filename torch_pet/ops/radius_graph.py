@@ -265,7 +265,6 @@ def cell_and_pbc(pos, cell, pbc, num_structures):
     return cell, pbc
 
 
-_cell_and_pbc = cell_and_pbc  # its former name
 
 
 def _check_not_singular(cell, pbc) -> None:
